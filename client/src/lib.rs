@@ -1,0 +1,3 @@
+//! # client
+//!
+//! (To be written.)

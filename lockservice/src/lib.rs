@@ -1,0 +1,3 @@
+//! # lockservice
+//!
+//! (To be written.)

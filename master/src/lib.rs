@@ -1,0 +1,3 @@
+//! # master
+//!
+//! (To be written.)

@@ -1,0 +1,15 @@
+//! # sstable: Quarry's on-disk formats
+//!
+//! (Essay in progress: see the module docs. The final essay describes the SSTable
+//! layout, the record log, the block cache, the iterator contract and the `Fs`
+//! durability contract, with implementation caveats.)
+
+#![warn(missing_docs)]
+
+pub mod error;
+pub mod fs;
+pub mod iter;
+
+pub use error::{Error, Result};
+pub use fs::{Fs, RandomAccessFile, RealFs, WritableFile};
+pub use iter::KvIter;

@@ -1,0 +1,3 @@
+//! # tablet
+//!
+//! (To be written.)
