@@ -7,9 +7,11 @@
 #![warn(missing_docs)]
 
 pub mod error;
+pub mod fault;
 pub mod fs;
 pub mod iter;
 
 pub use error::{Error, Result};
+pub use fault::{Fault, FaultCounters, FaultFs};
 pub use fs::{Fs, RandomAccessFile, RealFs, WritableFile};
 pub use iter::KvIter;
