@@ -190,7 +190,10 @@ struct RealRandom {
 
 impl RandomAccessFile for RealRandom {
     fn read_at(&self, offset: u64, len: usize) -> Result<Vec<u8>> {
-        if offset.checked_add(len as u64).is_none_or(|end| end > self.len) {
+        if offset
+            .checked_add(len as u64)
+            .is_none_or(|end| end > self.len)
+        {
             return Err(Error::corruption(
                 &self.path,
                 offset,
