@@ -1,3 +1,10 @@
 //! # lockservice
 //!
-//! (To be written.)
+//! (Essay below is being written.)
+
+#![warn(missing_docs)]
+
+pub mod error;
+pub mod state;
+
+pub use error::{Error, Result};
