@@ -6,11 +6,14 @@
 
 #![warn(missing_docs)]
 
+pub mod block;
 pub mod error;
 pub mod fault;
 pub mod fs;
 pub mod iter;
+pub mod log;
 
+pub use block::{Block, BlockBuilder, BlockHandle, BlockIter, Compression};
 pub use error::{Error, Result};
 pub use fault::{Fault, FaultCounters, FaultFs};
 pub use fs::{Fs, RandomAccessFile, RealFs, WritableFile};
