@@ -9,6 +9,7 @@
 pub mod block;
 pub mod error;
 pub mod fault;
+pub mod filter;
 pub mod fs;
 pub mod iter;
 pub mod log;
