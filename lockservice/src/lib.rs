@@ -4,7 +4,9 @@
 
 #![warn(missing_docs)]
 
+pub mod clock;
 pub mod error;
+pub mod lease;
 pub mod state;
 
 pub use error::{Error, Result};
