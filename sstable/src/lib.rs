@@ -7,15 +7,19 @@
 #![warn(missing_docs)]
 
 pub mod block;
+pub mod cache;
 pub mod error;
 pub mod fault;
 pub mod filter;
 pub mod fs;
 pub mod iter;
 pub mod log;
+pub mod table;
 
 pub use block::{Block, BlockBuilder, BlockHandle, BlockIter, Compression};
+pub use cache::BlockCache;
 pub use error::{Error, Result};
 pub use fault::{Fault, FaultCounters, FaultFs};
 pub use fs::{Fs, RandomAccessFile, RealFs, WritableFile};
 pub use iter::KvIter;
+pub use table::{Table, TableBuilder, TableInfo, TableIter, TableOptions, TableStats};
