@@ -85,8 +85,13 @@ impl FilterBuilder {
         if n == 0 || self.bits_per_key == 0 {
             return vec![KIND_NONE];
         }
-        let bytes = (n.saturating_mul(self.bits_per_key)).div_ceil(8).max(8);
-        let mut bloom: Bloom<u64> = Bloom::new_with_seed(bytes, n, &SEED).expect("non-zero sizes");
+        let bytes = (n.saturating_mul(self.bits_per_key)).div_ceil(8).max(1);
+        // The crate picks k = round(bits / items * ln 2); claim more items when that
+        // would exceed MAX_K (tiny filters, huge bits_per_key).
+        let items = n.max((bytes as f64 * 8.0 * std::f64::consts::LN_2 / 30.0).ceil() as usize);
+        let mut bloom: Bloom<u64> =
+            Bloom::new_with_seed(bytes, items, &SEED).expect("non-zero sizes");
+        debug_assert!(bloom.number_of_hash_functions() <= MAX_K);
         for h in &self.hashes {
             bloom.set(h);
         }

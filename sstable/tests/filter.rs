@@ -100,3 +100,18 @@ fn malformed_payloads_are_corruption() {
         assert!(e.to_string().contains("f.sst at offset 3"), "{e}");
     }
 }
+
+#[test]
+fn tiny_filters_and_huge_bits_per_key_decode() {
+    for (n, bits) in [(1usize, 1usize), (1, 13), (1, 100), (3, 64), (1000, 1)] {
+        let mut b = FilterBuilder::new(bits);
+        for i in 0..n {
+            b.add_key(&i.to_le_bytes());
+        }
+        let f = decode(&b.finish());
+        assert!(
+            (0..n).all(|i| f.may_contain(&i.to_le_bytes())),
+            "n {n} bits {bits}"
+        );
+    }
+}
