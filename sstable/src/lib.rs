@@ -14,6 +14,7 @@ pub mod filter;
 pub mod fs;
 pub mod iter;
 pub mod log;
+pub mod merge;
 pub mod table;
 
 pub use block::{Block, BlockBuilder, BlockHandle, BlockIter, Compression};
@@ -22,4 +23,5 @@ pub use error::{Error, Result};
 pub use fault::{Fault, FaultCounters, FaultFs};
 pub use fs::{Fs, RandomAccessFile, RealFs, WritableFile};
 pub use iter::KvIter;
+pub use merge::{BoxedIter, ConcatIter, MergeIter, TwoMergeIter, VecIter};
 pub use table::{Table, TableBuilder, TableInfo, TableIter, TableOptions, TableStats};
