@@ -68,7 +68,7 @@ impl KvIter for Failing {
 
 #[test]
 fn merge_yields_equal_keys_from_every_source_lower_index_first() {
-    let sources = vec![
+    let sources = [
         vec![kv("a", "new"), kv("c", "new")],
         vec![kv("a", "old"), kv("b", "old"), kv("c", "old")],
         vec![],
