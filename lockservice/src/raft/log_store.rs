@@ -1,0 +1,346 @@
+//! The Raft log and vote of one replica, durable on its own disk.
+//!
+//! ## Files
+//!
+//! `<data>/raft/log-NNNNNN` (the highest `N` is current) in the record-log format of
+//! `sstable::log` (docs/format/log.md). Each record is one postcard-encoded [`LogRecord`]:
+//!
+//! ```text
+//! Vote(vote)        // the vote as of this point
+//! Entry(entry)      // a log entry appended (replaces any entry with that index)
+//! Truncate(index)   // entries with index >= index removed (a conflicting suffix)
+//! Purge(log_id)     // entries with index <= log_id.index removed (they are in a snapshot)
+//! ```
+//!
+//! Replaying the records in order rebuilds the vote, the purge point and the entries. When
+//! purged or truncated records outnumber live entries, the file is rewritten compactly
+//! (vote, purge point, live entries) as `log-(N+1).tmp`, synced, renamed to `log-(N+1)`,
+//! the directory synced, and `log-N` removed. A crash at any point leaves either the old or
+//! the new complete file as the highest-numbered one.
+//!
+//! ## Durability
+//!
+//! `append` writes the entries and fsyncs before calling openraft's `log_io_completed`;
+//! `save_vote` fsyncs before returning. After any failed write or fsync the writer refuses
+//! every later call (`sstable::log` enforces it) and the store reports a storage error,
+//! which stops the Raft node: a failed fsync is never retried and trusted.
+//!
+//! ## Reads
+//!
+//! All entries since the last purge are kept in memory and served from there. The disk is
+//! read only at start-up, where a torn tail (a crash mid-append; never acknowledged) is cut
+//! off and any other damage refuses to start with `Error::Corruption`.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::ops::RangeBounds;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{AnyError, LogId, RaftLogReader, StorageError, StorageIOError, Vote};
+use parking_lot::{Mutex, RwLock};
+use serde::{Deserialize, Serialize};
+use sstable::log::{LogReader, LogWriter};
+use sstable::Fs;
+
+use super::{decode, encode, Entry, NodeId, TypeConfig};
+use crate::error::{Error, Result};
+
+/// Largest record accepted when reading the log back (an entry holds at most 256 KiB of
+/// content plus framing; membership entries are small).
+const MAX_RECORD: usize = 4 << 20;
+/// Rewrite the file when it holds this many dead records and more dead than live ones.
+const REWRITE_MIN_DEAD: usize = 2000;
+
+/// One record of the log file.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum LogRecord {
+    /// The vote as of this point.
+    Vote(Vote<NodeId>),
+    /// An appended entry.
+    Entry(Entry),
+    /// Entries with index >= this were removed.
+    Truncate(u64),
+    /// Entries up to this log id were removed (they are in a snapshot).
+    Purge(LogId<NodeId>),
+}
+
+#[derive(Default)]
+struct Mem {
+    vote: Option<Vote<NodeId>>,
+    last_purged: Option<LogId<NodeId>>,
+    entries: BTreeMap<u64, Entry>,
+}
+
+struct File {
+    fs: Arc<dyn Fs>,
+    dir: PathBuf,
+    number: u64,
+    writer: LogWriter,
+    /// Records in the current file that no longer describe a live entry.
+    dead: usize,
+}
+
+/// The log store of one replica. Clones share the same log (the clone is the reader that
+/// replication tasks use).
+#[derive(Clone)]
+pub struct LogStore {
+    mem: Arc<RwLock<Mem>>,
+    file: Arc<Mutex<File>>,
+}
+
+fn file_name(n: u64) -> String {
+    format!("log-{n:06}")
+}
+
+fn parse_name(name: &str) -> Option<u64> {
+    name.strip_prefix("log-")?.parse().ok()
+}
+
+impl LogStore {
+    /// Opens (or creates) the log in `dir`, replaying it into memory.
+    pub fn open(fs: Arc<dyn Fs>, dir: &Path) -> Result<LogStore> {
+        fs.create_dir_all(dir)?;
+        let mut numbers = Vec::new();
+        for name in fs.list_dir(dir)? {
+            if name.ends_with(".tmp") {
+                fs.remove_file(&dir.join(&name))?;
+            } else if let Some(n) = parse_name(&name) {
+                numbers.push(n);
+            }
+        }
+        numbers.sort_unstable();
+        let number = numbers.last().copied().unwrap_or(1);
+        for old in &numbers[..numbers.len().saturating_sub(1)] {
+            fs.remove_file(&dir.join(file_name(*old)))?;
+        }
+        let path = dir.join(file_name(number));
+        let mut mem = Mem::default();
+        let mut records = 0;
+        if fs.exists(&path) {
+            records = replay(&*fs, &path, &mut mem)?;
+        } else {
+            drop(fs.create(&path)?);
+            fs.sync_dir(dir)?;
+        }
+        let writer = LogWriter::new(fs.open_append(&path)?);
+        let dead = records.saturating_sub(mem.entries.len());
+        let file = File {
+            fs,
+            dir: dir.to_owned(),
+            number,
+            writer,
+            dead,
+        };
+        Ok(LogStore {
+            mem: Arc::new(RwLock::new(mem)),
+            file: Arc::new(Mutex::new(file)),
+        })
+    }
+
+    /// The persisted vote (for tests and status).
+    pub fn vote(&self) -> Option<Vote<NodeId>> {
+        self.mem.read().vote
+    }
+
+    /// Index of the last entry in the log, if any.
+    pub fn last_index(&self) -> Option<u64> {
+        let m = self.mem.read();
+        m.entries
+            .keys()
+            .next_back()
+            .copied()
+            .or(m.last_purged.map(|l| l.index))
+    }
+
+    fn write(&self, records: &[LogRecord]) -> Result<()> {
+        let mut f = self.file.lock();
+        for r in records {
+            f.writer.add_record(&encode(r))?;
+        }
+        f.writer.sync()?;
+        Ok(())
+    }
+
+    /// Rewrites the file compactly when dead records dominate it.
+    fn maybe_rewrite(&self) -> Result<()> {
+        let mut f = self.file.lock();
+        let live = self.mem.read().entries.len();
+        if f.dead < REWRITE_MIN_DEAD || f.dead < live {
+            return Ok(());
+        }
+        let next = f.number + 1;
+        let path = f.dir.join(file_name(next));
+        let tmp = sstable::fs::tmp_path(&path);
+        let mut w = LogWriter::new(f.fs.create(&tmp)?);
+        {
+            let m = self.mem.read();
+            if let Some(v) = m.vote {
+                w.add_record(&encode(&LogRecord::Vote(v)))?;
+            }
+            if let Some(p) = m.last_purged {
+                w.add_record(&encode(&LogRecord::Purge(p)))?;
+            }
+            for e in m.entries.values() {
+                w.add_record(&encode(&LogRecord::Entry(e.clone())))?;
+            }
+        }
+        w.sync()?;
+        drop(w);
+        f.fs.rename(&tmp, &path)?;
+        f.fs.sync_dir(&f.dir)?;
+        let old = f.dir.join(file_name(f.number));
+        f.writer = LogWriter::new(f.fs.open_append(&path)?);
+        f.number = next;
+        f.dead = 0;
+        f.fs.remove_file(&old)?;
+        f.fs.sync_dir(&f.dir)?;
+        Ok(())
+    }
+}
+
+/// Replays one log file into `mem`; returns the number of records. A torn tail is cut off
+/// (durably) so later appends follow the last complete record.
+fn replay(fs: &dyn Fs, path: &Path, mem: &mut Mem) -> Result<usize> {
+    let file = fs.open(path)?;
+    let mut reader = LogReader::new(file, 0, None, MAX_RECORD);
+    let mut n = 0;
+    while let Some(bytes) = reader.next_record()? {
+        let offset = reader.record_offset();
+        let rec: LogRecord =
+            decode(&bytes, "raft log record").map_err(|what| Error::Corruption {
+                file: path.display().to_string(),
+                offset,
+                what,
+            })?;
+        n += 1;
+        match rec {
+            LogRecord::Vote(v) => mem.vote = Some(v),
+            LogRecord::Entry(e) => {
+                mem.entries.insert(e.log_id.index, e);
+            }
+            LogRecord::Truncate(i) => {
+                mem.entries.split_off(&i);
+            }
+            LogRecord::Purge(id) => {
+                mem.entries = mem.entries.split_off(&(id.index + 1));
+                mem.last_purged = Some(id);
+            }
+        }
+    }
+    if let Some(torn) = reader.torn_tail() {
+        tracing::warn!(path = %path.display(), offset = torn, "cutting a torn tail off the raft log");
+        fs.truncate(path, torn)?;
+    }
+    Ok(n)
+}
+
+fn io_err(e: Error) -> StorageError<NodeId> {
+    StorageIOError::write_logs(AnyError::error(e.to_string())).into()
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> std::result::Result<Vec<Entry>, StorageError<NodeId>> {
+        let m = self.mem.read();
+        Ok(m.entries.range(range).map(|(_, e)| e.clone()).collect())
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(
+        &mut self,
+    ) -> std::result::Result<LogState<TypeConfig>, StorageError<NodeId>> {
+        let m = self.mem.read();
+        let last = m.entries.values().next_back().map(|e| e.log_id);
+        Ok(LogState {
+            last_purged_log_id: m.last_purged,
+            last_log_id: last.or(m.last_purged),
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(
+        &mut self,
+        vote: &Vote<NodeId>,
+    ) -> std::result::Result<(), StorageError<NodeId>> {
+        self.write(&[LogRecord::Vote(*vote)]).map_err(|e| {
+            StorageError::from(StorageIOError::write_vote(AnyError::error(e.to_string())))
+        })?;
+        self.mem.write().vote = Some(*vote);
+        Ok(())
+    }
+
+    async fn read_vote(
+        &mut self,
+    ) -> std::result::Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
+        Ok(self.mem.read().vote)
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> std::result::Result<(), StorageError<NodeId>>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let records: Vec<LogRecord> = entries.into_iter().map(LogRecord::Entry).collect();
+        {
+            let mut m = self.mem.write();
+            for r in &records {
+                if let LogRecord::Entry(e) = r {
+                    m.entries.insert(e.log_id.index, e.clone());
+                }
+            }
+        }
+        match self.write(&records) {
+            Ok(()) => {
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "raft log append failed: stopping");
+                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
+                Err(io_err(e))
+            }
+        }
+    }
+
+    async fn truncate(
+        &mut self,
+        log_id: LogId<NodeId>,
+    ) -> std::result::Result<(), StorageError<NodeId>> {
+        self.write(&[LogRecord::Truncate(log_id.index)])
+            .map_err(io_err)?;
+        let removed = self.mem.write().entries.split_off(&log_id.index).len();
+        self.file.lock().dead += removed + 1;
+        Ok(())
+    }
+
+    async fn purge(
+        &mut self,
+        log_id: LogId<NodeId>,
+    ) -> std::result::Result<(), StorageError<NodeId>> {
+        self.write(&[LogRecord::Purge(log_id)]).map_err(io_err)?;
+        let removed = {
+            let mut m = self.mem.write();
+            let keep = m.entries.split_off(&(log_id.index + 1));
+            let removed = m.entries.len();
+            m.entries = keep;
+            m.last_purged = Some(log_id);
+            removed
+        };
+        self.file.lock().dead += removed + 1;
+        self.maybe_rewrite().map_err(io_err)
+    }
+}

@@ -1,0 +1,187 @@
+//! Raft RPCs between replicas over tonic.
+//!
+//! The `Raft` gRPC service carries openraft's request and response types postcard-encoded
+//! in a `bytes` field; a response is `Result<Response, RaftError>` so the remote replica's
+//! Raft errors come back typed. A transport failure is `Unreachable` (openraft backs off);
+//! the call's deadline is openraft's hard TTL for the RPC.
+
+use std::time::Duration;
+
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::BasicNode;
+use serde::{de::DeserializeOwned, Serialize};
+use tonic::transport::{Channel, Endpoint};
+
+use super::{decode, encode, NodeId, Raft, TypeConfig};
+use crate::pb;
+use crate::pb::raft_client::RaftClient;
+
+/// Largest Raft message sent or accepted (snapshot chunks and entry batches stay below).
+pub const MAX_RAFT_MESSAGE: usize = 64 << 20;
+
+/// Makes one [`Network`] per peer.
+#[derive(Debug, Default, Clone)]
+pub struct NetworkFactory;
+
+/// The connection to one peer (a lazily connected tonic channel).
+pub struct Network {
+    target: NodeId,
+    client: Option<RaftClient<Channel>>,
+    error: Option<String>,
+}
+
+impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
+    type Network = Network;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Network {
+        let uri = format!("http://{}", node.addr);
+        match Endpoint::from_shared(uri) {
+            Ok(ep) => {
+                let ch = ep
+                    .connect_timeout(Duration::from_millis(500))
+                    .tcp_nodelay(true)
+                    .connect_lazy();
+                let client = RaftClient::new(ch)
+                    .max_decoding_message_size(MAX_RAFT_MESSAGE)
+                    .max_encoding_message_size(MAX_RAFT_MESSAGE);
+                Network {
+                    target,
+                    client: Some(client),
+                    error: None,
+                }
+            }
+            Err(e) => Network {
+                target,
+                client: None,
+                error: Some(format!("bad address {}: {e}", node.addr)),
+            },
+        }
+    }
+}
+
+type RpcResult<T, E> = Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Msg(String);
+
+impl Network {
+    async fn call<Req, Resp, E>(
+        &mut self,
+        which: &'static str,
+        req: &Req,
+        option: &RPCOption,
+    ) -> RpcResult<Resp, E>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let Some(client) = self.client.as_mut() else {
+            let msg = Msg(self.error.clone().unwrap_or_default());
+            return Err(RPCError::Unreachable(Unreachable::new(&msg)));
+        };
+        let mut request = tonic::Request::new(pb::RaftMessage { data: encode(req) });
+        request.set_timeout(option.hard_ttl());
+        let reply = match which {
+            "append" => client.append_entries(request).await,
+            "vote" => client.vote(request).await,
+            _ => client.install_snapshot(request).await,
+        };
+        let reply = reply.map_err(|status| {
+            let msg = Msg(format!("{which} to {}: {status}", self.target));
+            RPCError::Unreachable(Unreachable::new(&msg))
+        })?;
+        let result: Result<Resp, RaftError<NodeId, E>> = decode(&reply.into_inner().data, which)
+            .map_err(|e| RPCError::Network(NetworkError::new(&Msg(e))))?;
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for Network {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<AppendEntriesResponse<NodeId>, openraft::error::Infallible> {
+        self.call("append", &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
+        self.call("snapshot", &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> RpcResult<VoteResponse<NodeId>, openraft::error::Infallible> {
+        self.call("vote", &rpc, &option).await
+    }
+}
+
+/// The server side of the `Raft` gRPC service: hands requests to the local Raft node.
+pub struct RaftService {
+    raft: Raft,
+}
+
+impl RaftService {
+    /// Serves `raft`.
+    pub fn new(raft: Raft) -> RaftService {
+        RaftService { raft }
+    }
+}
+
+fn bad_request(e: String) -> tonic::Status {
+    tonic::Status::invalid_argument(e)
+}
+
+#[tonic::async_trait]
+impl pb::raft_server::Raft for RaftService {
+    async fn append_entries(
+        &self,
+        req: tonic::Request<pb::RaftMessage>,
+    ) -> Result<tonic::Response<pb::RaftMessage>, tonic::Status> {
+        let rpc: AppendEntriesRequest<TypeConfig> =
+            decode(&req.into_inner().data, "append entries").map_err(bad_request)?;
+        let result = self.raft.append_entries(rpc).await;
+        Ok(tonic::Response::new(pb::RaftMessage {
+            data: encode(&result),
+        }))
+    }
+
+    async fn vote(
+        &self,
+        req: tonic::Request<pb::RaftMessage>,
+    ) -> Result<tonic::Response<pb::RaftMessage>, tonic::Status> {
+        let rpc: VoteRequest<NodeId> =
+            decode(&req.into_inner().data, "vote").map_err(bad_request)?;
+        let result = self.raft.vote(rpc).await;
+        Ok(tonic::Response::new(pb::RaftMessage {
+            data: encode(&result),
+        }))
+    }
+
+    async fn install_snapshot(
+        &self,
+        req: tonic::Request<pb::RaftMessage>,
+    ) -> Result<tonic::Response<pb::RaftMessage>, tonic::Status> {
+        let rpc: InstallSnapshotRequest<TypeConfig> =
+            decode(&req.into_inner().data, "install snapshot").map_err(bad_request)?;
+        let result = self.raft.install_snapshot(rpc).await;
+        Ok(tonic::Response::new(pb::RaftMessage {
+            data: encode(&result),
+        }))
+    }
+}

@@ -1,0 +1,279 @@
+//! A lock-service replica: Raft node, leader timers and the gRPC server.
+//!
+//! [`Replica::start`] opens the replica's log and snapshot, starts openraft, forms the
+//! group when asked to bootstrap, and serves two gRPC services on one address: `Lock`
+//! (clients) and `Raft` (peers). Two background tasks run beside it:
+//!
+//! - the *leader watcher* follows openraft's metrics; when this replica becomes leader
+//!   of a new term it calls [`LeaseTable::become_leader`] (every session and lock-delay
+//!   starts afresh) before it marks itself `leading`;
+//! - the *lease timer*, while `leading`, proposes `ExpireSession` and `EndLockDelay` as they
+//!   fall due by this replica's clock.
+
+mod api;
+mod barrier;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::BasicNode;
+use parking_lot::Mutex;
+use sstable::Fs;
+use tokio::sync::watch;
+
+use crate::clock::Clock;
+use crate::error::{Error, Result};
+use crate::lease::{LeaseConfig, LeaseTable};
+use crate::pb;
+use crate::raft::log_store::LogStore;
+use crate::raft::network::{NetworkFactory, RaftService, MAX_RAFT_MESSAGE};
+use crate::raft::sm_store::{Shared, StateMachineStore};
+use crate::raft::{raft_config, NodeId, Raft, RaftTiming};
+use crate::state::{Applied, Command, Reply};
+
+pub use api::{LockApi, MAX_CLIENT_MESSAGE};
+use barrier::Barrier;
+
+/// Everything a replica needs to start.
+#[derive(Debug, Clone)]
+pub struct ReplicaConfig {
+    /// This replica's id (a key of `peers`).
+    pub id: NodeId,
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Every replica of the initial group, by id: the address peers and clients use.
+    pub peers: BTreeMap<NodeId, String>,
+    /// Directory of this replica's log and snapshot.
+    pub data_dir: PathBuf,
+    /// Form the group from `peers` if this replica has never been initialized.
+    pub bootstrap: bool,
+    /// Lease and lock-delay.
+    pub lease: LeaseConfig,
+    /// Heartbeat and election timing.
+    pub timing: RaftTiming,
+}
+
+/// A running replica.
+pub struct Replica {
+    inner: Arc<Inner>,
+    server: tokio::task::JoinHandle<()>,
+    shutdown: watch::Sender<bool>,
+}
+
+/// State shared by the API handlers and the background tasks.
+pub(crate) struct Inner {
+    pub(crate) id: NodeId,
+    pub(crate) raft: Raft,
+    pub(crate) sm: Arc<Shared>,
+    pub(crate) barrier: Barrier,
+    pub(crate) lease: LeaseConfig,
+    /// The term in which this replica leads, once its lease table was reset for it.
+    pub(crate) leading: Mutex<Option<u64>>,
+}
+
+/// The client address of replica `id`, from the membership.
+fn address_of(raft: &Raft, id: NodeId) -> Option<String> {
+    let m = raft.metrics().borrow().membership_config.clone();
+    m.membership().get_node(&id).map(|n| n.addr.clone())
+}
+
+impl Inner {
+    pub(crate) fn not_leader(&self, leader: Option<NodeId>) -> Error {
+        Error::NotLeader {
+            leader: leader.and_then(|l| address_of(&self.raft, l)),
+        }
+    }
+
+    /// `NotLeader` when the error names a leader (`leader` is `Some`), else `Unavailable`.
+    pub(crate) fn raft_err(
+        &self,
+        leader: Option<Option<NodeId>>,
+        e: &dyn std::fmt::Display,
+    ) -> Error {
+        match leader {
+            Some(l) => self.not_leader(l),
+            None => Error::Unavailable(e.to_string()),
+        }
+    }
+
+    /// Proposes `cmd` and returns its result once committed (fsynced on a quorum) and
+    /// applied by this leader.
+    pub(crate) async fn propose(&self, cmd: Command) -> Result<Reply> {
+        match self.raft.client_write(cmd).await {
+            Ok(resp) => {
+                let applied: Applied = resp.data;
+                applied.result
+            }
+            Err(e) => Err(match e.forward_to_leader() {
+                Some(f) => self.not_leader(f.leader_id),
+                None => Error::Unavailable(format!("proposal failed: {e}")),
+            }),
+        }
+    }
+}
+
+impl Replica {
+    /// Opens the replica's storage and starts it; returns once it serves.
+    pub async fn start(
+        cfg: ReplicaConfig,
+        fs: Arc<dyn Fs>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Replica> {
+        if !cfg.peers.contains_key(&cfg.id) {
+            return Err(Error::InvalidArgument(format!(
+                "replica {} is not among the peers {:?}",
+                cfg.id,
+                cfg.peers.keys().collect::<Vec<_>>()
+            )));
+        }
+        let raft_cfg = Arc::new(raft_config(cfg.id, cfg.timing)?);
+        let log = LogStore::open(fs.clone(), &cfg.data_dir.join("raft"))?;
+        let sm = StateMachineStore::open(fs, &cfg.data_dir, LeaseTable::new(cfg.lease), clock)?;
+        let shared = sm.shared.clone();
+        let raft = Raft::new(cfg.id, raft_cfg, NetworkFactory, log, sm)
+            .await
+            .map_err(|e| Error::Storage(format!("starting raft: {e}")))?;
+        let raft2 = raft.clone();
+        let inner = Arc::new(Inner {
+            id: cfg.id,
+            raft: raft.clone(),
+            sm: shared,
+            barrier: Barrier::new(raft.clone(), move |l| Error::NotLeader {
+                leader: l.and_then(|l| address_of(&raft2, l)),
+            }),
+            lease: cfg.lease,
+            leading: Mutex::new(None),
+        });
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let server = serve(&cfg, inner.clone(), shutdown_rx.clone()).await?;
+        tokio::spawn(watch_leadership(inner.clone(), shutdown_rx.clone()));
+        tokio::spawn(lease_timer(inner.clone(), shutdown_rx));
+        if cfg.bootstrap && !raft.is_initialized().await.unwrap_or(true) {
+            let members: BTreeMap<NodeId, BasicNode> = cfg
+                .peers
+                .iter()
+                .map(|(id, addr)| (*id, BasicNode { addr: addr.clone() }))
+                .collect();
+            if let Err(e) = raft.initialize(members).await {
+                tracing::info!(error = %e, "bootstrap: group already initialized");
+            }
+        }
+        Ok(Replica {
+            inner,
+            server,
+            shutdown,
+        })
+    }
+
+    /// The Raft handle (for tests and status).
+    pub fn raft(&self) -> &Raft {
+        &self.inner.raft
+    }
+
+    /// Stops serving and shuts Raft down.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.inner.raft.shutdown().await;
+        let _ = self.server.await;
+    }
+}
+
+async fn serve(
+    cfg: &ReplicaConfig,
+    inner: Arc<Inner>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<()>> {
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|e| Error::Unavailable(format!("cannot listen on {}: {e}", cfg.listen)))?;
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let raft_svc = pb::raft_server::RaftServer::new(RaftService::new(inner.raft.clone()))
+        .max_decoding_message_size(MAX_RAFT_MESSAGE)
+        .max_encoding_message_size(MAX_RAFT_MESSAGE);
+    let lock_svc = pb::lock_server::LockServer::new(LockApi::new(inner))
+        .max_decoding_message_size(MAX_CLIENT_MESSAGE)
+        .max_encoding_message_size(MAX_CLIENT_MESSAGE);
+    let router = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(raft_svc)
+        .add_service(lock_svc);
+    Ok(tokio::spawn(async move {
+        let stop = async move {
+            let _ = shutdown.wait_for(|s| *s).await;
+        };
+        if let Err(e) = router.serve_with_incoming_shutdown(incoming, stop).await {
+            tracing::error!(error = %e, "gRPC server failed");
+        }
+    }))
+}
+
+/// Resets the lease table whenever this replica starts leading a new term.
+async fn watch_leadership(inner: Arc<Inner>, shutdown: watch::Receiver<bool>) {
+    let mut metrics = inner.raft.metrics();
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let (leader, term) = {
+            let m = metrics.borrow_and_update();
+            (
+                m.current_leader == Some(inner.id) && m.state.is_leader(),
+                m.current_term,
+            )
+        };
+        {
+            let mut leading = inner.leading.lock();
+            if leader && *leading != Some(term) {
+                inner.sm.leases.lock().become_leader(inner.sm.clock.now());
+                tracing::info!(
+                    id = inner.id,
+                    term,
+                    "leading: every lease and lock-delay restarted"
+                );
+                *leading = Some(term);
+            } else if !leader && leading.is_some() {
+                tracing::info!(id = inner.id, "no longer leading");
+                *leading = None;
+            }
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Proposes session expiries and lock-delay ends as they fall due, while leading.
+async fn lease_timer(inner: Arc<Inner>, shutdown: watch::Receiver<bool>) {
+    let tick = Duration::from_millis(10);
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        tokio::time::sleep(tick).await;
+        if inner.leading.lock().is_none() {
+            continue;
+        }
+        let due = inner.sm.leases.lock().due(inner.sm.clock.now());
+        for cmd in due {
+            let inner = inner.clone();
+            tokio::spawn(async move {
+                tracing::info!(?cmd, "lease timer proposes");
+                if let Err(e) = inner.propose(cmd.clone()).await {
+                    if !matches!(e, Error::SessionExpired(_)) {
+                        tracing::warn!(?cmd, error = %e, "timer proposal failed");
+                        inner.sm.leases.lock().proposal_failed(&cmd);
+                    }
+                }
+            });
+        }
+    }
+}
+
+/// Voters of the current membership.
+pub(crate) fn voters(raft: &Raft) -> BTreeSet<NodeId> {
+    let m = raft.metrics().borrow().membership_config.clone();
+    m.membership().voter_ids().collect()
+}
