@@ -1,3 +1,93 @@
-//! # tablet
+//! # tablet: one tablet as an LSM tree
 //!
-//! (To be written.)
+//! A tablet is a contiguous range of rows of one table (Bigtable section 5.3). This crate
+//! keeps one tablet durably: recent writes in a **commit log** shared by every tablet of a
+//! server and in a **memtable**; older ones in immutable **SSTables** (the `sstable`
+//! crate), grouped by **locality group** and listed in the tablet's **manifest**.
+//!
+//! ## Data model
+//! Cells are `(row, family:qualifier, timestamp) -> value`; a row mutation changes one row
+//! atomically (set cell, delete a column's cells in a timestamp range, delete a family,
+//! delete the row). Reads return the newest versions first, through a [`ReadFilter`].
+//! Each entry is one internal key ([`key`]): the row, family, qualifier, timestamp
+//! (descending) and a **sequence number** (descending). Sequence numbers order every change
+//! of a tablet; deletion markers hide only entries with a lower one, so "delete then write
+//! at an old timestamp" and "write then delete" both mean what they say, and a later write
+//! at the same timestamp overwrites. A mutation of `k` changes takes `k` consecutive numbers.
+//!
+//! ## Write path ([`write`])
+//! Validate (limits of DESIGN.md section 1, checked before anything is allocated) → lock
+//! the row's stripe → take sequence numbers, append to the commit log, insert into the
+//! memtable (under the shared write gate) → wait until every lower number is applied (the
+//! visible watermark) → return. The commit log returns only after an fsync covering the
+//! record (group commit batches concurrent writers from every tablet into one fsync).
+//!
+//! ## Read path ([`read`])
+//! A snapshot is the visible sequence number plus an `Arc` of the state (active memtable,
+//! frozen memtables, SSTables). Sources are merged; [`visibility`] applies markers,
+//! overwrites and GC; the filter applies predicates and limits. Bloom filters (keyed by
+//! row) skip SSTables for point reads; locality groups no wanted family lives in are
+//! skipped entirely.
+//!
+//! ## Compactions ([`flush`], [`compaction`])
+//! *Minor*: freeze the memtable (taking the write gate exclusively, so the frozen memtable
+//! holds exactly the records before its redo point), write one SSTable per locality group,
+//! then one manifest edit adds them and advances the redo point. *Merging*: the size-tiered
+//! policy, a pure function of SSTable sizes, picks similar-sized files to merge. *Major*:
+//! all SSTables of a group into one, dropping deletion markers and collected versions.
+//! Writers stall (bounded by a timeout) when frozen memtables pile up.
+//!
+//! ## Recovery and the safety argument ([`tablet`])
+//! Opening a tablet at epoch `E` (higher than every earlier load):
+//! 1. loads the newest manifest (highest epoch, then number);
+//! 2. for every commit-log segment its log references point into, fixes a **seal**: the
+//!    recorded one if any, else the segment's current valid end;
+//! 3. writes a manifest with epoch `E`, the seals and this server's log as a new reference,
+//!    *before* replaying (DESIGN.md rule 7);
+//! 4. replays each segment up to its seal, skipping records already in SSTables;
+//! 5. flushes what it replayed and drops the old references and seals.
+//!
+//! Why this is safe against a paused old owner that wakes up: its log appends land after
+//! the seal, which no recovery reads; its manifests carry a lower epoch, which no loader
+//! picks; its SSTable names carry its epoch, so it cannot overwrite the new owner's files.
+//! It could still delete SSTables after a compaction: under a tablet server
+//! `delete_obsolete_files` is off and the master's garbage collector removes files no
+//! manifest references. Acknowledged writes survive crashes because they are fsynced in
+//! the log before the ack, and the log is only cut behind a manifest that points past it.
+//! A failed fsync or manifest write fails the tablet stop ([`Error::Failed`]): it never
+//! retries the fsync and trusts it; reopening replays the log.
+//!
+//! ## Implementation caveats
+//! - Each tablet runs two background threads (flush, compaction); a server with thousands of
+//!   tablets wants a shared pool.
+//! - GC by `max_versions` is final: versions a compaction collected do not come back when a
+//!   newer version is deleted later (reads before that compaction would show them).
+//! - Compaction outputs one SSTable per group; no output splitting by size yet.
+//! - Memtable iterators copy each entry (the skiplist borrow cannot outlive a step).
+//! - Leveled compaction is not written yet (only size-tiered).
+
+#![warn(missing_docs)]
+
+// (pending) mod background;
+// (pending) pub mod commitlog;
+// (pending) pub mod compaction;
+pub mod error;
+pub mod filter;
+// (pending) pub mod flush;
+pub mod key;
+// (pending) pub mod manifest;
+pub mod memtable;
+pub mod mutation;
+// (pending) pub mod read;
+pub mod schema;
+// (pending) pub mod split;
+// (pending) pub mod tablet;
+pub mod types;
+pub mod visibility;
+// (pending) pub mod write;
+
+pub use error::{Error, Result};
+pub use filter::{Cell, ReadFilter, Row};
+pub use mutation::Mutation;
+pub use schema::{GcPolicy, Schema};
+pub use types::{Epoch, SeqNo, TabletId, Timestamp, SERVER_TIMESTAMP};
