@@ -28,6 +28,7 @@ fn no_false_negatives_and_about_one_percent_false_positives_at_10_bits() {
         .filter(|i| f.may_contain(format!("absent{i}").as_bytes()))
         .count();
     let rate = fp as f64 / 100_000.0;
+    println!("false-positive rate at 10 bits/key: {rate}");
     // Theory for 10 bits/key, k=7: 0.82%.
     assert!(rate > 0.002 && rate < 0.02, "false-positive rate {rate}");
 }
@@ -46,6 +47,7 @@ fn fewer_bits_give_more_false_positives() {
             / 50_000.0
     };
     let (r4, r10) = (rate(4), rate(10));
+    println!("false-positive rate: 4 bits/key {r4}, 10 bits/key {r10}");
     assert!(r4 > 2.0 * r10, "4 bits {r4}, 10 bits {r10}");
     // Theory for 4 bits/key, k=3: 14.7%.
     assert!(r4 > 0.08 && r4 < 0.25, "{r4}");
