@@ -474,7 +474,10 @@ impl LogReader {
                     start: in_block + HEADER_SIZE,
                     len,
                 },
-                Err(what) => Phys::Bad { offset, what },
+                Err(bad) => Phys::Bad {
+                    offset,
+                    what: bad.describe(),
+                },
             });
         }
     }
@@ -517,10 +520,13 @@ impl LogReader {
         let mut from = (offset - block) as usize + 1;
         while block < self.end {
             let bytes = self.read_block(block)?;
-            let last = bytes.len().saturating_sub(HEADER_SIZE);
-            for i in from..=last {
-                if i + HEADER_SIZE <= bytes.len() && check_physical(&bytes, i).is_ok() {
-                    return Ok(Some(block + i as u64));
+            if from + HEADER_SIZE <= bytes.len() {
+                // Cheap filter first: the type byte (header byte 6) must be 1..=4.
+                let types = &bytes[from + HEADER_SIZE - 1..];
+                for (k, &t) in types.iter().enumerate() {
+                    if t.wrapping_sub(1) < 4 && check_physical(&bytes, from + k).is_ok() {
+                        return Ok(Some(block + (from + k) as u64));
+                    }
                 }
             }
             block += BLOCK_SIZE as u64;
@@ -530,27 +536,45 @@ impl LogReader {
     }
 }
 
+/// Why a physical record is bad.
+#[derive(Clone, Copy, Debug)]
+enum BadRecord {
+    UnknownType(u8),
+    CrossesBlock(usize),
+    CutOff(usize),
+    Checksum,
+}
+
+impl BadRecord {
+    fn describe(self) -> String {
+        match self {
+            BadRecord::UnknownType(t) => format!("unknown record type {t}"),
+            BadRecord::CrossesBlock(n) => format!("record length {n} crosses the block boundary"),
+            BadRecord::CutOff(n) => format!("record of {n} bytes cut off by the end of the log"),
+            BadRecord::Checksum => "record checksum mismatch".to_string(),
+        }
+    }
+}
+
 /// Checks the physical record at `block[at..]` (`block` is one block, possibly cut short
 /// by the end of the log; `at + HEADER_SIZE <= block.len()`): its type, that its data fits
 /// in the block and the log, and its checksum. Returns the type and data length.
-fn check_physical(block: &[u8], at: usize) -> std::result::Result<(RecordType, usize), String> {
+fn check_physical(block: &[u8], at: usize) -> std::result::Result<(RecordType, usize), BadRecord> {
     let h = &block[at..at + HEADER_SIZE];
-    let stored = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
     let len = u16::from_le_bytes([h[4], h[5]]) as usize;
     let Some(kind) = RecordType::from_byte(h[6]) else {
-        return Err(format!("unknown record type {}", h[6]));
+        return Err(BadRecord::UnknownType(h[6]));
     };
     if at + HEADER_SIZE + len > BLOCK_SIZE {
-        return Err(format!("record length {len} crosses the block boundary"));
+        return Err(BadRecord::CrossesBlock(len));
     }
     if at + HEADER_SIZE + len > block.len() {
-        return Err(format!(
-            "record of {len} bytes cut off by the end of the log"
-        ));
+        return Err(BadRecord::CutOff(len));
     }
+    let stored = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
     let data = &block[at + HEADER_SIZE..at + HEADER_SIZE + len];
     if record_checksum(h[6], data) != stored {
-        return Err("record checksum mismatch".to_string());
+        return Err(BadRecord::Checksum);
     }
     Ok((kind, len))
 }
