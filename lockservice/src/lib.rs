@@ -4,6 +4,7 @@
 
 #![warn(missing_docs)]
 
+pub mod client;
 pub mod clock;
 pub mod error;
 pub mod lease;

@@ -1,0 +1,307 @@
+//! A 3-replica group in one process on loopback (real files, real sockets, real fsync):
+//! election, replication, sessions, locks, failover and restart from disk.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lockservice::client::{Client, ClientConfig, SessionState};
+use lockservice::clock::MonotonicClock;
+use lockservice::lease::LeaseConfig;
+use lockservice::raft::RaftTiming;
+use lockservice::server::{Replica, ReplicaConfig};
+use lockservice::state::LockMode;
+use lockservice::Error;
+use sstable::RealFs;
+
+const LEASE: Duration = Duration::from_millis(1500);
+const LOCK_DELAY: Duration = Duration::from_millis(500);
+
+fn timing() -> RaftTiming {
+    RaftTiming {
+        heartbeat: Duration::from_millis(50),
+        election_base: Duration::from_millis(300),
+        election_width: Duration::from_millis(150),
+    }
+}
+
+/// Longest an election may take with these timings, with slack for a loaded machine.
+fn election_bound() -> Duration {
+    let t = timing();
+    (t.election_base + t.election_width * 4) * 6
+}
+
+fn free_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+struct Group {
+    dir: tempfile::TempDir,
+    addrs: BTreeMap<u64, SocketAddr>,
+    replicas: BTreeMap<u64, Replica>,
+}
+
+impl Group {
+    async fn start() -> Group {
+        let dir = tempfile::tempdir().unwrap();
+        let addrs: BTreeMap<u64, SocketAddr> = (1..=3).map(|i| (i, free_addr())).collect();
+        let mut g = Group {
+            dir,
+            addrs,
+            replicas: BTreeMap::new(),
+        };
+        for id in 1..=3 {
+            g.start_replica(id).await;
+        }
+        g
+    }
+
+    fn data_dir(&self, id: u64) -> PathBuf {
+        self.dir.path().join(format!("r{id}"))
+    }
+
+    async fn start_replica(&mut self, id: u64) {
+        let cfg = ReplicaConfig {
+            id,
+            listen: self.addrs[&id],
+            peers: self
+                .addrs
+                .iter()
+                .map(|(i, a)| (*i, a.to_string()))
+                .collect(),
+            data_dir: self.data_dir(id),
+            bootstrap: true,
+            lease: LeaseConfig {
+                lease: LEASE,
+                lock_delay: LOCK_DELAY,
+            },
+            timing: timing(),
+        };
+        let r = Replica::start(cfg, RealFs::shared(), Arc::new(MonotonicClock))
+            .await
+            .unwrap();
+        self.replicas.insert(id, r);
+    }
+
+    fn client(&self) -> Client {
+        let addrs = self.addrs.values().map(|a| a.to_string()).collect();
+        Client::new(ClientConfig::new(addrs)).unwrap()
+    }
+
+    async fn leader(&self) -> u64 {
+        wait_for("a leader", election_bound(), || async {
+            for (id, r) in &self.replicas {
+                let m = r.raft().metrics().borrow().clone();
+                if m.current_leader == Some(*id) && m.state.is_leader() {
+                    return Some(*id);
+                }
+            }
+            None
+        })
+        .await
+    }
+
+    async fn stop(&mut self, id: u64) {
+        self.replicas.remove(&id).unwrap().shutdown().await;
+    }
+}
+
+async fn wait_for<T, F, Fut>(what: &str, within: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no {what} within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn files_locks_and_sequencers_through_a_replicated_group() {
+    let g = Group::start().await;
+    g.leader().await;
+    let c = g.client();
+    c.create("/quarry", true, b"").await.unwrap();
+    c.create("/quarry/config", false, b"v1").await.unwrap();
+    let m = c
+        .write("/quarry/config", b"v2", Some(1), None)
+        .await
+        .unwrap();
+    assert_eq!(m.content_generation, 2);
+    assert!(matches!(
+        c.write("/quarry/config", b"v3", Some(1), None).await,
+        Err(Error::FailedPrecondition(_))
+    ));
+    assert_eq!(c.read("/quarry/config").await.unwrap().0, b"v2");
+
+    let a = c.open_session("a").await.unwrap();
+    let b = c.open_session("b").await.unwrap();
+    let seq = a
+        .try_acquire("/quarry/config", LockMode::Exclusive)
+        .await
+        .unwrap();
+    assert!(matches!(
+        b.try_acquire("/quarry/config", LockMode::Exclusive).await,
+        Err(Error::LockBusy(_))
+    ));
+    a.check_sequencer(&seq).await.unwrap();
+    assert_eq!(a.sequencer("/quarry/config").await.unwrap(), seq);
+
+    // A blocking acquire gets the lock as soon as it is released.
+    let waiter = tokio::spawn(async move {
+        let s = b
+            .acquire(
+                "/quarry/config",
+                LockMode::Exclusive,
+                Duration::from_secs(10),
+            )
+            .await;
+        (b, s)
+    });
+    // Whether the waiter is already blocked or not, it must get the lock once released.
+    a.release("/quarry/config").await.unwrap();
+    let (b, sb) = waiter.await.unwrap();
+    let sb = sb.unwrap();
+    assert!(sb.generation > seq.generation);
+    assert!(matches!(
+        c.check_sequencer(&seq).await,
+        Err(Error::StaleSequencer(_))
+    ));
+
+    // Ephemeral nodes go with their session.
+    a.create_ephemeral("/quarry/a", false, b"me").await.unwrap();
+    assert!(a.is_lease_valid());
+    assert_eq!(a.state(), SessionState::Safe);
+    a.close().await.unwrap();
+    assert!(matches!(c.stat("/quarry/a").await, Err(Error::NotFound(_))));
+    let names: Vec<_> = c
+        .list("/quarry")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.path)
+        .collect();
+    assert_eq!(names, vec!["/quarry/config"]);
+    b.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_session_outlives_many_leases_while_kept_alive_and_expires_when_not() {
+    let g = Group::start().await;
+    g.leader().await;
+    let c = g.client();
+    c.create("/l", false, b"").await.unwrap();
+    let a = c.open_session("a").await.unwrap();
+    let seq = a.try_acquire("/l", LockMode::Exclusive).await.unwrap();
+    // Three leases pass: KeepAlives keep it.
+    let until = tokio::time::Instant::now() + LEASE * 3;
+    while tokio::time::Instant::now() < until {
+        assert!(a.is_lease_valid(), "lease lapsed while kept alive");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    c.check_sequencer(&seq).await.unwrap();
+    // Stop the KeepAlives (drop without close): the service expires it after its lease.
+    let id = a.id();
+    drop(a);
+    let b = c.open_session("b").await.unwrap();
+    let got = wait_for("the lock after expiry", LEASE * 4 + LOCK_DELAY, || async {
+        b.try_acquire("/l", LockMode::Exclusive).await.ok()
+    })
+    .await;
+    assert!(got.generation > seq.generation);
+    assert!(matches!(
+        c.check_sequencer(&seq).await,
+        Err(Error::StaleSequencer(_))
+    ));
+    assert!(c.sessions().await.unwrap().iter().all(|s| s.session != id));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leader_failover_keeps_sessions_and_state_and_restart_reads_it_from_disk() {
+    let mut g = Group::start().await;
+    let first = g.leader().await;
+    let c = g.client();
+    c.create("/f", false, b"before").await.unwrap();
+    let s = c.open_session("holder").await.unwrap();
+    let seq = s.try_acquire("/f", LockMode::Exclusive).await.unwrap();
+
+    g.stop(first).await;
+    let started = std::time::Instant::now();
+    let second = g.leader().await;
+    assert_ne!(first, second);
+    wait_for("a write after failover", election_bound(), || async {
+        c.write("/f", b"after", None, Some(&seq)).await.ok()
+    })
+    .await;
+    eprintln!("failover: next write after {:?}", started.elapsed());
+    // The session survived the failover and its sequencer is still current.
+    c.check_sequencer(&seq).await.unwrap();
+    assert!(c
+        .sessions()
+        .await
+        .unwrap()
+        .iter()
+        .any(|x| x.session == s.id()));
+
+    // Restart every replica: everything comes back from disk.
+    drop(s);
+    for id in [1, 2, 3] {
+        if g.replicas.contains_key(&id) {
+            g.stop(id).await;
+        }
+    }
+    for id in [1, 2, 3] {
+        g.start_replica(id).await;
+    }
+    g.leader().await;
+    let (content, meta) = wait_for("a read after restart", election_bound(), || async {
+        c.read("/f").await.ok()
+    })
+    .await;
+    assert_eq!(content, b"after");
+    assert_eq!(meta.lock_generation, seq.generation);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_cut_off_from_the_service_goes_through_jeopardy_to_expired() {
+    let mut g = Group::start().await;
+    g.leader().await;
+    let c = g.client();
+    let s = c.open_session("lonely").await.unwrap();
+    let mut states = s.state_changes();
+    let lost = s.lost();
+    let deadline_before = s.lease_deadline();
+    for id in [1, 2, 3] {
+        g.stop(id).await;
+    }
+    let stopped = std::time::Instant::now();
+    // The local lease never outlasts what the service granted: it lapses within one lease.
+    tokio::time::timeout(
+        LEASE * 2,
+        states.wait_for(|st| *st == SessionState::Jeopardy),
+    )
+    .await
+    .expect("no jeopardy")
+    .unwrap();
+    assert!(!s.is_lease_valid());
+    assert!(std::time::Instant::now() >= s.lease_deadline());
+    assert!(s.lease_deadline() >= deadline_before);
+    // Grace (one lease by default) without an answer: the session is lost.
+    tokio::time::timeout(LEASE * 3, lost)
+        .await
+        .expect("lost() never resolved");
+    assert_eq!(s.state(), SessionState::Expired);
+    assert!(stopped.elapsed() >= LEASE / 2);
+}
