@@ -7,7 +7,8 @@ use std::path::Path;
 
 use common::{build_table, drain, entries, open, read_all};
 use sstable::{
-    BlockCache, Compression, Error, Fault, FaultFs, Fs, KvIter, TableBuilder, TableOptions,
+    BlockCache, Compression, Error, Fault, FaultFs, Fs, KvIter, RealFs, Table, TableBuilder,
+    TableOptions,
 };
 
 fn small_blocks() -> TableOptions {
@@ -274,4 +275,37 @@ fn large_values_span_their_own_blocks() {
     let info = build_table(&fs, p, &kvs, TableOptions::default());
     assert_eq!(info.data_blocks, 5);
     assert_eq!(read_all(&open(&fs, p, None, false).unwrap()).unwrap(), kvs);
+}
+
+#[test]
+fn round_trip_on_real_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("real.sst");
+    let kvs = entries(3000, 64);
+    let mut b = TableBuilder::new(RealFs.create(&p).unwrap(), small_blocks());
+    for (k, v) in &kvs {
+        b.add(k, v).unwrap();
+        b.add_filter_key(k);
+    }
+    let info = b.finish().unwrap();
+    RealFs.sync_dir(dir.path()).unwrap();
+    assert_eq!(std::fs::metadata(&p).unwrap().len(), info.file_size);
+    let cache = BlockCache::new(1 << 20);
+    let t = Table::open(RealFs.open(&p).unwrap(), Some(cache), false).unwrap();
+    assert_eq!(read_all(&t).unwrap(), kvs);
+    let mut it = t.iter();
+    for (k, v) in kvs.iter().step_by(97) {
+        it.seek(k).unwrap();
+        assert_eq!((it.key(), it.value()), (&k[..], &v[..]));
+    }
+    // A flipped byte in the real file is found too.
+    let mut bytes = std::fs::read(&p).unwrap();
+    bytes[100] ^= 0x10;
+    std::fs::write(&p, &bytes).unwrap();
+    let t = Table::open(RealFs.open(&p).unwrap(), None, false).unwrap();
+    let e = read_all(&t).unwrap_err();
+    assert!(
+        e.is_corruption() && e.to_string().contains("real.sst"),
+        "{e}"
+    );
 }

@@ -361,6 +361,12 @@ impl KvIter for TableIter {
 
     fn seek(&mut self, target: &[u8]) -> Result<()> {
         let i = self.table.index.partition_point(|(k, _)| k[..] < *target);
+        // Same block as the current one: seek inside it without a cache lookup. The
+        // block's last key is >= target, so the seek lands inside it.
+        if let Some(data) = self.data.as_mut().filter(|_| self.block == i) {
+            let r = data.seek(target);
+            return self.guard(r);
+        }
         self.block = i;
         let r = self.settle(i, Some(target));
         self.guard(r)
