@@ -146,9 +146,20 @@ impl LogWriter {
     /// past it. The bytes may sit in buffers until [`LogWriter::flush`] or
     /// [`LogWriter::sync`].
     pub fn add_record(&mut self, payload: &[u8]) -> Result<u64> {
+        Ok(self.add_records(&[payload])?[0])
+    }
+
+    /// Appends several logical records with one file append (group commit) and returns the
+    /// offset just past each. On failure none of them may be trusted.
+    pub fn add_records(&mut self, payloads: &[&[u8]]) -> Result<Vec<u64>> {
         self.check_usable("append")?;
         self.scratch.clear();
-        let block_offset = encode_record(&mut self.scratch, self.block_offset, payload);
+        let mut block_offset = self.block_offset;
+        let mut ends = Vec::with_capacity(payloads.len());
+        for payload in payloads {
+            block_offset = encode_record(&mut self.scratch, block_offset, payload);
+            ends.push(self.offset + self.scratch.len() as u64);
+        }
         let result = self.file.append(&self.scratch);
         let written = self.scratch.len() as u64;
         if self.scratch.capacity() > SCRATCH_KEEP {
@@ -160,7 +171,7 @@ impl LogWriter {
         }
         self.offset += written;
         self.block_offset = block_offset;
-        Ok(self.offset)
+        Ok(ends)
     }
 
     /// Hands buffered bytes to the operating system (they survive a process crash, not a

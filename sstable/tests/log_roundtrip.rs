@@ -343,3 +343,24 @@ fn a_writer_continues_a_log_truncated_to_a_record_boundary() {
     assert_eq!(got.len(), 3);
     assert_eq!(got[2], payload(2, 30_000));
 }
+
+#[test]
+fn a_batch_of_records_is_one_append_with_the_same_bytes_as_single_adds() {
+    let fs = FaultFs::new();
+    let records: Vec<Vec<u8>> = layout_sizes()
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| payload(i, n))
+        .collect();
+    let single = write_log(&fs, Path::new("/single"), &records);
+    let mut w = LogWriter::new(fs.create(Path::new("/batch")).unwrap());
+    let refs: Vec<&[u8]> = records.iter().map(|r| r.as_slice()).collect();
+    let before = fs.counters().bytes_written;
+    let ends = w.add_records(&refs).unwrap();
+    assert_eq!(fs.counters().bytes_written - before, *ends.last().unwrap());
+    assert_eq!(ends, single);
+    assert_eq!(
+        fs.file_bytes(Path::new("/batch")).unwrap(),
+        fs.file_bytes(Path::new("/single")).unwrap()
+    );
+}
