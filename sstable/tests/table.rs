@@ -309,3 +309,23 @@ fn round_trip_on_real_files() {
         "{e}"
     );
 }
+
+#[test]
+fn concurrent_readers_share_one_table_and_cache() {
+    let fs = FaultFs::new();
+    let p = Path::new("/t.sst");
+    let kvs = entries(2000, 30);
+    let info = build_table(&fs, p, &kvs, small_blocks());
+    let cache = BlockCache::new(1 << 20);
+    let t = open(&fs, p, Some(cache.clone()), false).unwrap();
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| assert_eq!(read_all(&t).unwrap(), kvs));
+        }
+    });
+    let st = t.stats();
+    assert_eq!(st.blocks_read + st.cache_hits, 4 * info.data_blocks);
+    // Racing threads may each miss a block once; afterwards every block is cached.
+    read_all(&t).unwrap();
+    assert_eq!(t.stats().blocks_read, st.blocks_read, "{st:?}");
+}
