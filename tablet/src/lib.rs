@@ -69,7 +69,7 @@
 #![warn(missing_docs)]
 
 // (pending) mod background;
-// (pending) pub mod commitlog;
+pub mod commitlog;
 // (pending) pub mod compaction;
 pub mod error;
 pub mod filter;
