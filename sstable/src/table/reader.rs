@@ -114,14 +114,14 @@ fn decode_index(
     let mut expect = 0u64;
     while it.valid() {
         let bad = |what: String| Error::corruption(path, at, what);
-        let (h, n) = BlockHandle::decode(it.value())
+        let (h, _) = BlockHandle::decode(it.value())
             .filter(|(_, n)| *n == it.value().len())
             .ok_or_else(|| bad(format!("index entry {} has a malformed handle", out.len())))?;
         let end = h
             .offset
             .checked_add(h.size)
             .and_then(|e| e.checked_add(BLOCK_TRAILER_SIZE as u64));
-        if h.offset != expect || end.is_none_or(|e| e > data_end) || n == 0 {
+        if h.offset != expect || end.is_none_or(|e| e > data_end) {
             return Err(bad(format!(
                 "index entry {} handle {h:?} is out of place",
                 out.len()
