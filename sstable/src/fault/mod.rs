@@ -8,8 +8,8 @@
 //! Model (the rules the unit tests below check one by one):
 //! - Files and directories are inodes. A path is resolved component by component from
 //!   one root through directories' *live* entries; `/a/b` and `a/b` name the same file.
-//! - [`WritableFile::append`] changes the live bytes at once (there is no user-space
-//!   buffer, so `flush` does nothing). [`WritableFile::sync`] makes every byte appended so
+//! - [`WritableFile::append`](crate::fs::WritableFile::append) changes the live bytes at once (there is no user-space
+//!   buffer, so `flush` does nothing). [`WritableFile::sync`](crate::fs::WritableFile::sync) makes every byte appended so
 //!   far durable, on success.
 //! - A directory's live entries (files created, renamed, removed; sub-directories made
 //!   or removed) become its durable entries only on [`Fs::sync_dir`] of that directory.
