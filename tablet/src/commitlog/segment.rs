@@ -118,7 +118,7 @@ pub fn list_segments(fs: &dyn Fs, dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
     Ok(out)
 }
 
-/// Calls `f(offset, record)` for every record of the segment from `start` up to `limit`
+/// Calls `f(tablet, payload)` for every entry record of the segment from `start` up to `limit`
 /// (checking the header record when reading from 0); returns the reader at its end.
 fn for_each_entry(
     fs: &dyn Fs,
@@ -126,7 +126,7 @@ fn for_each_entry(
     start: u64,
     limit: Option<u64>,
     max_record: usize,
-    f: &mut dyn FnMut(u64, TabletId, &[u8]) -> Result<()>,
+    f: &mut dyn FnMut(TabletId, &[u8]) -> Result<()>,
 ) -> Result<LogReader> {
     let mut reader = LogReader::new(fs.open(path)?, start, limit, max_record);
     while let Some(record) = reader.next_record()? {
@@ -136,7 +136,7 @@ fn for_each_entry(
             continue;
         }
         let (tablet, payload) = split_entry(&record, path, offset)?;
-        f(offset, tablet, payload)?;
+        f(tablet, payload)?;
     }
     Ok(reader)
 }
@@ -145,7 +145,7 @@ fn for_each_entry(
 /// excluded; a segment whose header never became durable has valid end 0). Mid-segment
 /// corruption is an error.
 pub fn valid_end(fs: &dyn Fs, path: &Path, max_record: usize) -> Result<u64> {
-    let reader = for_each_entry(fs, path, 0, None, max_record, &mut |_, _, _| Ok(()))?;
+    let reader = for_each_entry(fs, path, 0, None, max_record, &mut |_, _| Ok(()))?;
     Ok(reader.end_offset())
 }
 
@@ -170,7 +170,7 @@ pub fn replay_segment(
         )));
     }
     let seal = (limit != u64::MAX).then_some(limit);
-    let reader = for_each_entry(fs, path, start, seal, max_record, &mut |_, t, payload| {
+    let reader = for_each_entry(fs, path, start, seal, max_record, &mut |t, payload| {
         if t == tablet {
             f(payload)?;
         }
