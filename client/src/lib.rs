@@ -1,3 +1,11 @@
 //! # client
 //!
-//! (To be written.)
+//! (Essay written with the implementation.)
+
+#![warn(missing_docs)]
+
+pub mod cache;
+pub mod error;
+pub mod retry;
+
+pub use error::{Error, Result};
