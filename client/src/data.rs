@@ -4,7 +4,7 @@
 //! Idempotence decides retries (see [`crate::retry`]): `mutate_row` and `mutate_rows`
 //! entries are idempotent when every cell carries an explicit timestamp; `read_row` always
 //! is; `check_and_mutate` and `read_modify_write` never are, so after a failure that may
-//! have reached the server they return [`Error::OutcomeUnknown`].
+//! have reached the server they return [`Error::OutcomeUnknown`](crate::Error::OutcomeUnknown).
 
 use std::collections::BTreeMap;
 
@@ -102,7 +102,7 @@ impl Client {
 
     /// If `predicate` passes any cell of `row`, applies `true_mutations`, else
     /// `false_mutations`, atomically. Returns whether the predicate matched. Never retried
-    /// after a failure that may have reached the server ([`Error::OutcomeUnknown`]).
+    /// after a failure that may have reached the server ([`Error::OutcomeUnknown`](crate::Error::OutcomeUnknown)).
     pub async fn check_and_mutate(
         &self,
         table: &str,
@@ -132,7 +132,7 @@ impl Client {
     }
 
     /// Appends to / increments cells of `row` atomically; returns the new cells. Never
-    /// retried after a failure that may have reached the server ([`Error::OutcomeUnknown`]).
+    /// retried after a failure that may have reached the server ([`Error::OutcomeUnknown`](crate::Error::OutcomeUnknown)).
     pub async fn read_modify_write(
         &self,
         table: &str,

@@ -47,7 +47,7 @@
 //!
 //! ## Admin
 //! Table, family, tablet, server, split, compaction and status requests go to the master
-//! whose address is the content of `/quarry/master` ([`admin`]).
+//! whose address is the content of `/quarry/master` (module `admin`).
 //!
 //! ## Implementation caveats
 //! - No request ids: a lost reply to a non-idempotent operation is reported, not resolved.
