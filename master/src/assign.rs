@@ -1,0 +1,189 @@
+//! Assignment, unloading and balancing: the commands the master sends tablet servers.
+//!
+//! Assigning tablet `T` to server `S` is two steps (issue4-shared.md): write `T`'s record
+//! with `S` and epoch `e + 1` into METADATA (fenced), then `LoadTablet{T, e + 1}` on `S`.
+//! METADATA is written first, so every load's epoch is at most the recorded one and the
+//! next assignment's epoch is above every earlier load (DESIGN.md rule 7). A load that
+//! fails leaves the tablet unassigned in the master's view; the next tick retries with a
+//! higher epoch, on the then least-loaded server.
+
+use std::path::Path;
+
+use tablet::meta::{metadata_schema, TabletRecord};
+use tablet::TabletId;
+
+use crate::error::{Error, Result};
+use crate::master::{Active, Inner};
+use crate::metadata::{descriptor, root_record, MetaAccess};
+use crate::policy::{plan_assignments, plan_moves};
+use crate::{ns, tpb};
+
+/// METADATA access through its current server.
+pub fn meta<'a>(inner: &'a Inner, a: &'a Active) -> Result<MetaAccess<'a>> {
+    match &a.view.root {
+        Some(r) if !a.view.root_unassigned => Ok(MetaAccess {
+            conns: &inner.conns,
+            addr: &r.server_addr,
+            fence: &a.fence,
+        }),
+        _ => Err(Error::Unavailable(
+            "METADATA's tablet is not served yet".into(),
+        )),
+    }
+}
+
+/// True when the tablet directory `dir` (relative to the data root) holds a manifest,
+/// i.e. the tablet was loaded before and must not be created empty.
+pub fn has_manifest(root: &Path, dir: &str) -> bool {
+    std::fs::read_dir(root.join(dir))
+        .map(|it| {
+            it.flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with("MANIFEST-"))
+        })
+        .unwrap_or(false)
+}
+
+/// Serves METADATA's tablet on the least-loaded live server at a new epoch.
+pub async fn assign_root(inner: &Inner, a: &mut Active) -> Result<()> {
+    let load = a.view.load();
+    let Some((_, server)) = plan_assignments(&[0], &load).pop() else {
+        return Err(Error::Unavailable(
+            "no tablet server to serve METADATA".into(),
+        ));
+    };
+    let server = a.view.servers[&server].clone();
+    let epoch = a.view.root.as_ref().map_or(0, |r| r.epoch) + 1;
+    let rec = root_record(&server, epoch);
+    inner.guard()?;
+    ns::write_root(&inner.client, &rec, &a.seq).await?;
+    a.view.root = Some(rec.clone());
+    a.view.root_unassigned = true;
+    let req = tpb::LoadTabletRequest {
+        tablet: Some(descriptor(&rec, &metadata_schema())),
+        epoch,
+        create: !has_manifest(&inner.cfg.data_root, &rec.dir),
+        master: Some(a.fence.clone()),
+    };
+    inner.guard()?;
+    inner.conns.load(&server.info.addr, req).await?;
+    a.view.root_unassigned = false;
+    tracing::info!(server = %server.info.id, epoch, "METADATA's tablet assigned");
+    Ok(())
+}
+
+/// Assigns user tablet `t` to `server` (METADATA first, then the load).
+pub async fn assign(inner: &Inner, a: &mut Active, t: TabletId, server: &str) -> Result<()> {
+    let rec = a
+        .view
+        .tablets
+        .get(&t)
+        .cloned()
+        .ok_or_else(|| Error::NotFound(format!("tablet {t}")))?;
+    let table = a
+        .view
+        .table_by_id(rec.table_id)
+        .cloned()
+        .ok_or_else(|| Error::NotFound(format!("table {} of tablet {t}", rec.table_id)))?;
+    let s = a
+        .view
+        .servers
+        .get(server)
+        .cloned()
+        .ok_or_else(|| Error::NotFound(format!("tablet server {server}")))?;
+    let new = TabletRecord {
+        server_id: s.info.id.clone(),
+        server_addr: s.info.addr.clone(),
+        epoch: rec.epoch + 1,
+        ..rec
+    };
+    inner.guard()?;
+    meta(inner, a)?.put(&new).await?;
+    a.view.tablets.insert(t, new.clone());
+    a.view.unassigned.insert(t);
+    let req = tpb::LoadTabletRequest {
+        tablet: Some(descriptor(&new, &table.schema)),
+        epoch: new.epoch,
+        create: !has_manifest(&inner.cfg.data_root, &new.dir),
+        master: Some(a.fence.clone()),
+    };
+    inner.guard()?;
+    inner.conns.load(&s.info.addr, req).await?;
+    a.view.unassigned.remove(&t);
+    tracing::info!(tablet = t, server = %s.info.id, epoch = new.epoch, "tablet assigned");
+    Ok(())
+}
+
+/// Unloads tablet `t` from the server at `addr` (it flushes first).
+pub async fn unload(inner: &Inner, a: &Active, addr: &str, t: TabletId) -> Result<()> {
+    inner.guard()?;
+    let req = tpb::UnloadTabletRequest {
+        tablet_id: t,
+        master: Some(a.fence.clone()),
+    };
+    inner.conns.unload(addr, req).await
+}
+
+/// Assigns every unassigned tablet (METADATA's first); failures are logged and retried
+/// on the next tick. `Err` only when mastership is lost.
+pub async fn assign_unassigned(inner: &Inner, a: &mut Active) -> Result<()> {
+    if a.view.servers.is_empty() {
+        return Ok(());
+    }
+    if a.view.root_unassigned {
+        match assign_root(inner, a).await {
+            Err(e @ Error::LostMastership(_)) => return Err(e),
+            Err(e) => {
+                tracing::warn!("assigning METADATA: {e}");
+                return Ok(());
+            }
+            Ok(()) => {}
+        }
+    }
+    let todo: Vec<TabletId> = a.view.unassigned.iter().copied().collect();
+    for (t, server) in plan_assignments(&todo, &a.view.load()) {
+        match assign(inner, a, t, &server).await {
+            Err(e @ Error::LostMastership(_)) => return Err(e),
+            Err(e) => tracing::warn!(tablet = t, server = %server, "assignment failed: {e}"),
+            Ok(()) => {}
+        }
+    }
+    Ok(())
+}
+
+/// One throttled balancing round: moves (unload with flush, then assign) planned by
+/// [`plan_moves`]; skipped while anything is unassigned.
+pub async fn balance(inner: &Inner, a: &mut Active) -> Result<()> {
+    if a.view.root_unassigned || !a.view.unassigned.is_empty() {
+        return Ok(());
+    }
+    let mut by_server: std::collections::BTreeMap<String, Vec<TabletId>> = a
+        .view
+        .servers
+        .keys()
+        .map(|s| (s.clone(), Vec::new()))
+        .collect();
+    for r in a.view.tablets.values() {
+        if let Some(v) = by_server.get_mut(&r.server_id) {
+            v.push(r.tablet_id);
+        }
+    }
+    for m in plan_moves(&by_server, inner.cfg.max_moves) {
+        let addr = a.view.servers[&m.from].info.addr.clone();
+        tracing::info!(tablet = m.tablet, from = %m.from, to = %m.to, "balancing move");
+        match unload(inner, a, &addr, m.tablet).await {
+            Err(e @ Error::LostMastership(_)) => return Err(e),
+            Err(e) => {
+                tracing::warn!(tablet = m.tablet, "move: unload failed: {e}");
+                continue;
+            }
+            Ok(()) => {}
+        }
+        a.view.unassigned.insert(m.tablet);
+        match assign(inner, a, m.tablet, &m.to).await {
+            Err(e @ Error::LostMastership(_)) => return Err(e),
+            Err(e) => tracing::warn!(tablet = m.tablet, "move: load failed (retried): {e}"),
+            Ok(()) => {}
+        }
+    }
+    Ok(())
+}

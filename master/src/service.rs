@@ -1,0 +1,200 @@
+//! The admin gRPC service (master.proto). A standby, or a master still recovering,
+//! answers `UNAVAILABLE` with `quarry-error=not-master`. Each call takes the master's
+//! operation lock, so admin calls and the control loop never interleave.
+
+use std::sync::Arc;
+
+use tokio::sync::MutexGuard;
+use tonic::{Request, Response, Status};
+
+use crate::convert::{table_to_pb, tablet_to_pb, MAX_MESSAGE};
+use crate::error::{Error, Result};
+use crate::master::{Active, Inner};
+use crate::pb;
+use crate::pb::master_server::{Master, MasterServer};
+use crate::tables;
+
+/// Serves the admin API on `inner.cfg.listen` until the process ends.
+pub async fn serve(inner: Arc<Inner>) -> Result<()> {
+    let addr = inner.cfg.listen;
+    let svc = MasterServer::new(Service { inner })
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE);
+    tonic::transport::Server::builder()
+        .add_service(svc)
+        .serve(addr)
+        .await
+        .map_err(|e| Error::Unavailable(format!("admin service on {addr}: {e}")))
+}
+
+struct Service {
+    inner: Arc<Inner>,
+}
+
+type Guard<'a> = MutexGuard<'a, Option<Active>>;
+
+impl Service {
+    async fn active(&self) -> Result<Guard<'_>> {
+        let g = self.inner.active.lock().await;
+        if g.is_none() {
+            return Err(Error::NotMaster);
+        }
+        self.inner.guard()?;
+        Ok(g)
+    }
+}
+
+fn act<'a>(g: &'a mut Guard<'_>) -> &'a mut Active {
+    g.as_mut().expect("checked by Service::active")
+}
+
+#[tonic::async_trait]
+impl Master for Service {
+    async fn create_table(
+        &self,
+        req: Request<pb::CreateTableRequest>,
+    ) -> std::result::Result<Response<pb::CreateTableResponse>, Status> {
+        let mut g = self.active().await?;
+        let (t, recs) = tables::create_table(&self.inner, act(&mut g), req.get_ref()).await?;
+        Ok(Response::new(pb::CreateTableResponse {
+            table: Some(table_to_pb(&t)),
+            tablets: recs.iter().map(tablet_to_pb).collect(),
+        }))
+    }
+
+    async fn delete_table(
+        &self,
+        req: Request<pb::DeleteTableRequest>,
+    ) -> std::result::Result<Response<pb::DeleteTableResponse>, Status> {
+        let mut g = self.active().await?;
+        tables::delete_table(&self.inner, act(&mut g), &req.get_ref().name).await?;
+        Ok(Response::new(pb::DeleteTableResponse {}))
+    }
+
+    async fn list_tables(
+        &self,
+        _req: Request<pb::ListTablesRequest>,
+    ) -> std::result::Result<Response<pb::ListTablesResponse>, Status> {
+        let mut g = self.active().await?;
+        let a = act(&mut g);
+        Ok(Response::new(pb::ListTablesResponse {
+            tables: a.view.tables.values().map(table_to_pb).collect(),
+        }))
+    }
+
+    async fn get_table(
+        &self,
+        req: Request<pb::GetTableRequest>,
+    ) -> std::result::Result<Response<pb::GetTableResponse>, Status> {
+        let mut g = self.active().await?;
+        let a = act(&mut g);
+        let name = &req.get_ref().name;
+        let t = a
+            .view
+            .tables
+            .get(name)
+            .ok_or_else(|| Error::NotFound(format!("table {name:?}")))?;
+        Ok(Response::new(pb::GetTableResponse {
+            table: Some(table_to_pb(t)),
+        }))
+    }
+
+    async fn modify_column_families(
+        &self,
+        req: Request<pb::ModifyColumnFamiliesRequest>,
+    ) -> std::result::Result<Response<pb::ModifyColumnFamiliesResponse>, Status> {
+        let mut g = self.active().await?;
+        let t = tables::modify_families(&self.inner, act(&mut g), req.get_ref()).await?;
+        Ok(Response::new(pb::ModifyColumnFamiliesResponse {
+            table: Some(table_to_pb(&t)),
+        }))
+    }
+
+    async fn list_tablets(
+        &self,
+        req: Request<pb::ListTabletsRequest>,
+    ) -> std::result::Result<Response<pb::ListTabletsResponse>, Status> {
+        let mut g = self.active().await?;
+        let a = act(&mut g);
+        let tablets = match &req.get_ref().table {
+            Some(name) => {
+                let t = a
+                    .view
+                    .tables
+                    .get(name)
+                    .ok_or_else(|| Error::NotFound(format!("table {name:?}")))?;
+                a.view.tablets_of(t.id).iter().map(tablet_to_pb).collect()
+            }
+            None => {
+                let mut recs: Vec<_> = a.view.root.iter().cloned().collect();
+                let mut user: Vec<_> = a.view.tablets.values().cloned().collect();
+                user.sort_by_key(|r| r.key());
+                recs.extend(user);
+                recs.iter().map(tablet_to_pb).collect()
+            }
+        };
+        Ok(Response::new(pb::ListTabletsResponse { tablets }))
+    }
+
+    async fn list_servers(
+        &self,
+        _req: Request<pb::ListServersRequest>,
+    ) -> std::result::Result<Response<pb::ListServersResponse>, Status> {
+        let mut g = self.active().await?;
+        Ok(Response::new(pb::ListServersResponse {
+            servers: servers(act(&mut g)),
+        }))
+    }
+
+    async fn split_tablet(
+        &self,
+        req: Request<pb::SplitTabletRequest>,
+    ) -> std::result::Result<Response<pb::SplitTabletResponse>, Status> {
+        let mut g = self.active().await?;
+        let (l, r) = tables::split(&self.inner, act(&mut g), req.get_ref()).await?;
+        Ok(Response::new(pb::SplitTabletResponse {
+            left: Some(tablet_to_pb(&l)),
+            right: Some(tablet_to_pb(&r)),
+        }))
+    }
+
+    async fn compact_table(
+        &self,
+        req: Request<pb::CompactTableRequest>,
+    ) -> std::result::Result<Response<pb::CompactTableResponse>, Status> {
+        let mut g = self.active().await?;
+        let r = req.get_ref();
+        let n = tables::compact(&self.inner, act(&mut g), &r.table, r.major).await?;
+        Ok(Response::new(pb::CompactTableResponse { tablets: n }))
+    }
+
+    async fn status(
+        &self,
+        _req: Request<pb::StatusRequest>,
+    ) -> std::result::Result<Response<pb::StatusResponse>, Status> {
+        let mut g = self.active().await?;
+        let a = act(&mut g);
+        Ok(Response::new(pb::StatusResponse {
+            master_id: self.inner.id.clone(),
+            master_addr: self.inner.cfg.advertise.clone(),
+            lock_generation: self.inner.generation(),
+            servers: servers(a),
+            tablets: a.view.tablets.len() as u64,
+            unassigned: a.view.unassigned.len() as u64 + u64::from(a.view.root_unassigned),
+            tables: a.view.tables.len() as u64,
+        }))
+    }
+}
+
+fn servers(a: &Active) -> Vec<pb::ServerInfo> {
+    let load = a.view.load();
+    a.view
+        .servers
+        .values()
+        .map(|s| pb::ServerInfo {
+            id: s.info.id.clone(),
+            addr: s.info.addr.clone(),
+            tablets: load.get(&s.info.id).copied().unwrap_or(0) as u64,
+        })
+        .collect()
+}
