@@ -75,6 +75,9 @@ pub mod pb {
     tonic::include_proto!("quarry.tablet.v1");
 }
 
+/// The master's protobuf types (admin requests and answers).
+pub use master::pb as admin_pb;
+
 pub use admin::{ColumnFamily, FamilyModification, ServerInfo, StatusResponse, Table, TabletInfo};
 pub use cache::Location;
 pub use client::{Client, ClientConfig, MAX_MESSAGE_BYTES};

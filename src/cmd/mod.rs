@@ -2,12 +2,20 @@
 
 use clap::Subcommand;
 
+pub mod cli;
+pub mod cli_admin;
+pub mod cli_data;
+pub mod cli_format;
+
 /// Every subcommand.
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Benchmarks and workload drivers.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// The cbt-style data and admin commands.
+    #[command(flatten)]
+    Data(cli::DataCommand),
 }
 
 /// `quarry bench ...`
@@ -18,5 +26,6 @@ pub enum BenchCommand {}
 pub fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Bench(b) => match b {},
+        Command::Data(c) => cli::run(c),
     }
 }
