@@ -2,10 +2,7 @@
 
 use clap::Subcommand;
 
-pub mod cli;
-pub mod cli_admin;
-pub mod cli_data;
-pub mod cli_format;
+pub mod master;
 
 /// Every subcommand.
 #[derive(Subcommand, Debug)]
@@ -13,9 +10,8 @@ pub enum Command {
     /// Benchmarks and workload drivers.
     #[command(subcommand)]
     Bench(BenchCommand),
-    /// The cbt-style data and admin commands.
-    #[command(flatten)]
-    Data(cli::DataCommand),
+    /// Runs a master (a standby until it holds the master lock).
+    Master(master::MasterArgs),
 }
 
 /// `quarry bench ...`
@@ -26,6 +22,6 @@ pub enum BenchCommand {}
 pub fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Bench(b) => match b {},
-        Command::Data(c) => cli::run(c),
+        Command::Master(a) => master::master(a),
     }
 }
