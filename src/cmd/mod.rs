@@ -2,6 +2,10 @@
 
 use clap::Subcommand;
 
+pub mod cli;
+pub mod cli_admin;
+pub mod cli_data;
+pub mod cli_format;
 pub mod master;
 
 /// Every subcommand.
@@ -12,6 +16,9 @@ pub enum Command {
     Bench(BenchCommand),
     /// Runs a master (a standby until it holds the master lock).
     Master(master::MasterArgs),
+    /// The cbt-style data and admin commands.
+    #[command(flatten)]
+    Data(cli::DataCommand),
 }
 
 /// `quarry bench ...`
@@ -23,5 +30,6 @@ pub fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Bench(b) => match b {},
         Command::Master(a) => master::master(a),
+        Command::Data(c) => cli::run(c),
     }
 }
