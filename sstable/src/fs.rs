@@ -79,6 +79,22 @@ pub trait Fs: Send + Sync + 'static {
     /// Cuts a file to `len` bytes and makes the new length durable.
     fn truncate(&self, path: &Path, len: u64) -> Result<()>;
 
+    /// Creates a directory and its missing parents, and makes every component's entry
+    /// durable by syncing each parent directory up to the root. Used where a crash must not
+    /// lose a directory that durable files are about to be written into (a tablet's, a log's).
+    fn create_dir_all_durable(&self, path: &Path) -> Result<()> {
+        self.create_dir_all(path)?;
+        let mut p = path;
+        while let Some(parent) = p.parent() {
+            if parent.as_os_str().is_empty() {
+                break;
+            }
+            self.sync_dir(parent)?;
+            p = parent;
+        }
+        Ok(())
+    }
+
     /// Reads a whole file.
     fn read_all(&self, path: &Path) -> Result<Vec<u8>> {
         let f = self.open(path)?;

@@ -10,7 +10,7 @@
 //!
 //! The log is a directory of segment files `<dir>/<segment:020>.log`, each a record log
 //! ([`sstable::log`]) opening with a header record; every other record is
-//! `tablet id (u64 LE) ++ payload` (see [`segment`] and `docs/format/commitlog.md`). A
+//! `tablet id (u64 LE) ++ payload` (see the `segment` module and `docs/format/commitlog.md`). A
 //! [`LogPosition`] (segment number, byte offset) names a record boundary.
 //!
 //! ## Protocol

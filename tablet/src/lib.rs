@@ -15,7 +15,7 @@
 //! at an old timestamp" and "write then delete" both mean what they say, and a later write
 //! at the same timestamp overwrites. A mutation of `k` changes takes `k` consecutive numbers.
 //!
-//! ## Write path ([`write`])
+//! ## Write path ([`mod@write`])
 //! Validate (limits of DESIGN.md section 1, checked before anything is allocated) → lock
 //! the row's stripe → take sequence numbers, append to the commit log, insert into the
 //! memtable (under the shared write gate) → wait until every lower number is applied (the
@@ -68,26 +68,33 @@
 
 #![warn(missing_docs)]
 
-// (pending) mod background;
+mod background;
 pub mod commitlog;
-// (pending) pub mod compaction;
+pub mod compaction;
 pub mod error;
 pub mod filter;
-// (pending) pub mod flush;
+pub mod flush;
 pub mod key;
-// (pending) pub mod manifest;
+pub mod manifest;
 pub mod memtable;
+pub mod meta;
 pub mod mutation;
-// (pending) pub mod read;
+pub mod read;
 pub mod schema;
-// (pending) pub mod split;
-// (pending) pub mod tablet;
+pub mod split;
+pub mod tablet;
 pub mod types;
 pub mod visibility;
-// (pending) pub mod write;
+pub mod write;
 
+pub use commitlog::{CommitLog, CommitLogOptions, LogPosition};
+pub use compaction::SizeTiered;
 pub use error::{Error, Result};
 pub use filter::{Cell, ReadFilter, Row};
+pub use manifest::RowRange;
 pub use mutation::Mutation;
+pub use read::Scan;
 pub use schema::{GcPolicy, Schema};
+pub use tablet::{Tablet, TabletConfig, TabletOptions, TabletStats};
 pub use types::{Epoch, SeqNo, TabletId, Timestamp, SERVER_TIMESTAMP};
+pub use write::ReadModifyWrite;
