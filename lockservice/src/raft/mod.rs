@@ -62,8 +62,8 @@ impl Default for RaftTiming {
     fn default() -> Self {
         RaftTiming {
             heartbeat: Duration::from_millis(50),
-            election_base: Duration::from_millis(300),
-            election_width: Duration::from_millis(150),
+            election_base: Duration::from_millis(150),
+            election_width: Duration::from_millis(100),
         }
     }
 }
