@@ -81,8 +81,8 @@ pub async fn ls(a: MaybeTableArgs) -> anyhow::Result<()> {
         }
         Some(name) => {
             let t = c.get_table(&name).await?;
-            println!("{:<20} {}", "Family Name", "GC Policy");
-            println!("{:<20} {}", "-----------", "---------");
+            println!("{:<20} GC Policy", "Family Name");
+            println!("{:<20} ---------", "-----------");
             for f in t.families {
                 let gc = if f.gc_policy.is_empty() {
                     "never"

@@ -1,0 +1,392 @@
+//! `quarry dev`: a complete local cluster in one command.
+//!
+//! Starts, as child processes of itself (each in its own process group, so a Ctrl-C
+//! reaches only `quarry dev`, which then stops them in order):
+//!
+//! | role | address (default `--port-base 7100`) | data |
+//! |---|---|---|
+//! | 3 lock-service replicas | 127.0.0.1:7101, :7102, :7103 | `<data>/lock-N` |
+//! | master and a standby | 127.0.0.1:7201, :7202 | `<data>/root` |
+//! | 3 tablet servers | 127.0.0.1:7301, :7302, :7303 | `<data>/root` |
+//!
+//! Each child logs to `<data>/logs/<role>.log` (appended across runs). The lock replicas
+//! form their group on the first start (`--bootstrap` is ignored by an initialized
+//! replica), so restarting `quarry dev` on the same `--data` keeps everything.
+//!
+//! Startup waits (up to `--start-timeout`) until the lock service answers, a master
+//! answers `status`, every tablet server has registered and no tablet is unassigned; then
+//! it prints the endpoints and a short tour. A child that exits is reported at once.
+//! SIGINT/SIGTERM stop the tablet servers, then the masters, then the lock replicas, each
+//! with SIGTERM and, after a grace period, SIGKILL. Children are also told (by
+//! `PR_SET_PDEATHSIG`) to die if `quarry dev` itself is killed.
+
+use std::fs::OpenOptions;
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use client::{Client, ClientConfig};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// `quarry dev`: runs a whole cluster on loopback.
+#[derive(Args, Debug, Clone)]
+pub struct DevArgs {
+    /// Directory for every role's data and logs.
+    #[arg(long, default_value = "quarry-data")]
+    pub data: PathBuf,
+    /// Ports: lock replicas at base+1..3, masters at base+101..102, tablet servers at
+    /// base+201.. (the defaults are the addresses every other command assumes).
+    #[arg(long, default_value_t = 7100)]
+    pub port_base: u16,
+    /// Number of tablet servers.
+    #[arg(long, default_value_t = 3)]
+    pub tablet_servers: u16,
+    /// Lock-service session lease, milliseconds.
+    #[arg(long, default_value_t = 3000)]
+    pub lease_ms: u64,
+    /// Lock-delay after a session expiry, milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    pub lock_delay_ms: u64,
+    /// Give up starting after this many seconds.
+    #[arg(long, default_value_t = 120)]
+    pub start_timeout: u64,
+}
+
+/// Which group a child belongs to (stopped in reverse order of starting).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Tier {
+    Lock,
+    Master,
+    Tablet,
+}
+
+/// One child process to run.
+#[derive(Clone, Debug)]
+struct Role {
+    name: String,
+    tier: Tier,
+    args: Vec<String>,
+}
+
+/// The addresses of a plan.
+struct Endpoints {
+    lock: Vec<String>,
+    masters: Vec<String>,
+    tablets: Vec<String>,
+}
+
+fn endpoints(a: &DevArgs) -> anyhow::Result<Endpoints> {
+    let port = |off: u16| -> anyhow::Result<String> {
+        let p = a
+            .port_base
+            .checked_add(off)
+            .context("--port-base too high")?;
+        Ok(format!("127.0.0.1:{p}"))
+    };
+    Ok(Endpoints {
+        lock: (1..=3).map(port).collect::<anyhow::Result<_>>()?,
+        masters: (101..=102).map(port).collect::<anyhow::Result<_>>()?,
+        tablets: (0..a.tablet_servers)
+            .map(|i| port(201 + i))
+            .collect::<anyhow::Result<_>>()?,
+    })
+}
+
+/// Every child of the cluster, in start order.
+fn plan(a: &DevArgs, ep: &Endpoints) -> Vec<Role> {
+    let data = |sub: &str| a.data.join(sub).display().to_string();
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let peers: Vec<String> = ep
+        .lock
+        .iter()
+        .enumerate()
+        .map(|(i, addr)| format!("{}={addr}", i + 1))
+        .collect();
+    let lock_list = ep.lock.join(",");
+    let mut roles = Vec::new();
+    for (i, addr) in ep.lock.iter().enumerate() {
+        let id = (i + 1).to_string();
+        let mut args = s(&["lock-server", "--id", &id, "--listen", addr]);
+        args.extend(s(&["--peers", &peers.join(","), "--bootstrap"]));
+        args.extend(s(&["--data", &data(&format!("lock-{id}"))]));
+        args.extend(s(&["--lease-ms", &a.lease_ms.to_string()]));
+        args.extend(s(&["--lock-delay-ms", &a.lock_delay_ms.to_string()]));
+        roles.push(Role {
+            name: format!("lock-{id}"),
+            tier: Tier::Lock,
+            args,
+        });
+    }
+    for (i, addr) in ep.masters.iter().enumerate() {
+        let args = s(&[
+            "master",
+            "--listen",
+            addr,
+            "--data",
+            &data("root"),
+            "--lock",
+            &lock_list,
+        ]);
+        roles.push(Role {
+            name: format!("master-{}", i + 1),
+            tier: Tier::Master,
+            args,
+        });
+    }
+    for (i, addr) in ep.tablets.iter().enumerate() {
+        let name = format!("tablet-{}", i + 1);
+        let args = s(&[
+            "tablet-server",
+            "--listen",
+            addr,
+            "--data",
+            &data("root"),
+            "--lock",
+            &lock_list,
+            "--name",
+            &name,
+        ]);
+        roles.push(Role {
+            name,
+            tier: Tier::Tablet,
+            args,
+        });
+    }
+    roles
+}
+
+/// A running child: its pid (for signals) and a task reporting its exit.
+struct Running {
+    role: Role,
+    pid: i32,
+    exited: bool,
+}
+
+/// Starts `role`, logging to `<logs>/<name>.log`; its exit is sent on `exits`.
+fn start(
+    role: &Role,
+    logs: &Path,
+    exits: &mpsc::UnboundedSender<(String, String)>,
+) -> anyhow::Result<Running> {
+    let exe = std::env::current_exe().context("cannot find the quarry binary")?;
+    let log_path = logs.join(format!("{}.log", role.name));
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("opening {}", log_path.display()))?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(&role.args)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .process_group(0);
+    // SAFETY: prctl is async-signal-safe; the closure only calls it.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let mut child = tokio::process::Command::from(cmd)
+        .spawn()
+        .with_context(|| format!("starting {}", role.name))?;
+    let pid = child.id().context("child has no pid")? as i32;
+    let name = role.name.clone();
+    let tx = exits.clone();
+    tokio::spawn(async move {
+        let status = match child.wait().await {
+            Ok(s) => s.to_string(),
+            Err(e) => format!("unknown status ({e})"),
+        };
+        let _ = tx.send((name, status));
+    });
+    Ok(Running {
+        role: role.clone(),
+        pid,
+        exited: false,
+    })
+}
+
+/// Runs `quarry dev`.
+pub fn dev(a: DevArgs) -> anyhow::Result<()> {
+    // A current-thread runtime: children are forked from this (long-lived) thread, which
+    // PR_SET_PDEATHSIG ties them to.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(run(a))
+}
+
+async fn run(a: DevArgs) -> anyhow::Result<()> {
+    let ep = endpoints(&a)?;
+    let logs = a.data.join("logs");
+    std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let (tx, mut exits) = mpsc::unbounded_channel();
+    let mut kids = Vec::new();
+    for role in plan(&a, &ep) {
+        match start(&role, &logs, &tx) {
+            Ok(r) => kids.push(r),
+            Err(e) => {
+                stop_all(&mut kids, &mut exits).await;
+                return Err(e);
+            }
+        }
+    }
+    eprintln!(
+        "started {} processes; logs in {}",
+        kids.len(),
+        logs.display()
+    );
+    let client = Client::new(ClientConfig::new(ep.lock.clone()))?;
+    let deadline = Instant::now() + Duration::from_secs(a.start_timeout);
+    let ready = tokio::select! {
+        r = wait_ready(&client, a.tablet_servers as usize, deadline) => r,
+        _ = sigint.recv() => Err(anyhow::anyhow!("interrupted while starting")),
+        _ = sigterm.recv() => Err(anyhow::anyhow!("terminated while starting")),
+        _ = watch_exits(&mut kids, &mut exits, &logs) => unreachable!("the exit channel never closes"),
+    };
+    if let Err(e) = ready {
+        eprintln!("quarry dev: {e:#}; stopping");
+        stop_all(&mut kids, &mut exits).await;
+        bail!("the cluster did not start: {e:#}");
+    }
+    print_banner(&ep, &a.data);
+    tokio::select! {
+        _ = sigint.recv() => {}
+        _ = sigterm.recv() => {}
+        _ = watch_exits(&mut kids, &mut exits, &logs) => {}
+    }
+    eprintln!("quarry dev: stopping");
+    stop_all(&mut kids, &mut exits).await;
+    eprintln!("quarry dev: stopped");
+    Ok(())
+}
+
+/// Reports every child exit (forever).
+async fn watch_exits(
+    kids: &mut [Running],
+    exits: &mut mpsc::UnboundedReceiver<(String, String)>,
+    logs: &Path,
+) {
+    while let Some((name, status)) = exits.recv().await {
+        if let Some(k) = kids.iter_mut().find(|k| k.role.name == name) {
+            k.exited = true;
+        }
+        let log = logs.join(format!("{name}.log"));
+        eprintln!(
+            "quarry dev: {name} exited ({status}); see {}",
+            log.display()
+        );
+    }
+}
+
+/// Waits until the lock service, a master and every tablet server answer, and nothing is
+/// unassigned.
+async fn wait_ready(client: &Client, servers: usize, deadline: Instant) -> anyhow::Result<()> {
+    let mut last = String::new();
+    let mut pause = Duration::from_millis(100);
+    loop {
+        let state = match client.status().await {
+            Ok(s) if s.servers.len() >= servers && s.unassigned == 0 => return Ok(()),
+            Ok(s) => format!(
+                "{} of {servers} tablet servers registered, {} tablets unassigned",
+                s.servers.len(),
+                s.unassigned
+            ),
+            Err(e) => format!("{e}"),
+        };
+        if state != last {
+            eprintln!("waiting: {state}");
+            last = state;
+        }
+        if Instant::now() + pause >= deadline {
+            bail!("not ready before the start timeout: {last}");
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(1));
+    }
+}
+
+/// Stops the children tier by tier (tablet servers, masters, lock replicas).
+async fn stop_all(kids: &mut [Running], exits: &mut mpsc::UnboundedReceiver<(String, String)>) {
+    for tier in [Tier::Tablet, Tier::Master, Tier::Lock] {
+        stop_tier(kids, exits, tier).await;
+    }
+}
+
+async fn stop_tier(
+    kids: &mut [Running],
+    exits: &mut mpsc::UnboundedReceiver<(String, String)>,
+    tier: Tier,
+) {
+    const GRACE: Duration = Duration::from_secs(10);
+    let live = |kids: &[Running]| kids.iter().any(|k| k.role.tier == tier && !k.exited);
+    for k in kids.iter().filter(|k| k.role.tier == tier && !k.exited) {
+        // SAFETY: kill(2) with a pid we spawned and have not seen exit (not yet reaped).
+        unsafe { libc::kill(k.pid, libc::SIGTERM) };
+    }
+    let deadline = Instant::now() + GRACE;
+    while live(kids) {
+        match tokio::time::timeout_at(deadline, exits.recv()).await {
+            Ok(Some((name, status))) => {
+                if let Some(k) = kids.iter_mut().find(|k| k.role.name == name) {
+                    k.exited = true;
+                }
+                eprintln!("  {name} stopped ({status})");
+            }
+            Ok(None) => return,
+            Err(_) => {
+                for k in kids.iter().filter(|k| k.role.tier == tier && !k.exited) {
+                    eprintln!(
+                        "  {} did not stop within {GRACE:?}: killing it",
+                        k.role.name
+                    );
+                    // SAFETY: as above.
+                    unsafe { libc::kill(k.pid, libc::SIGKILL) };
+                }
+                let _ = tokio::time::timeout(GRACE, async {
+                    while live(kids) {
+                        match exits.recv().await {
+                            Some((name, _)) => {
+                                if let Some(k) = kids.iter_mut().find(|k| k.role.name == name) {
+                                    k.exited = true;
+                                }
+                            }
+                            None => return,
+                        }
+                    }
+                })
+                .await;
+                return;
+            }
+        }
+    }
+}
+
+fn print_banner(ep: &Endpoints, data: &Path) {
+    println!("Quarry is running (data in {}).", data.display());
+    println!("  lock service   {}", ep.lock.join(", "));
+    println!(
+        "  masters        {} (one active, one standby)",
+        ep.masters.join(", ")
+    );
+    println!("  tablet servers {}", ep.tablets.join(", "));
+    let flag = if ep.lock[0] == "127.0.0.1:7101" {
+        String::new()
+    } else {
+        format!(" --lock {}", ep.lock.join(","))
+    };
+    println!("Try this in another terminal:");
+    println!("  quarry createtable{flag} users families=info:maxversions=3 splits=m");
+    println!("  quarry set{flag} users alice info:email=alice@example.com");
+    println!("  quarry read{flag} users      # then: quarry tablets{flag} users; Ctrl-C here stops it all");
+}
