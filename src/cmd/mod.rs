@@ -7,6 +7,7 @@ pub mod cli_admin;
 pub mod cli_data;
 pub mod cli_format;
 pub mod dev;
+pub mod master;
 
 /// Every subcommand.
 #[derive(Subcommand, Debug)]
@@ -14,6 +15,8 @@ pub enum Command {
     /// Benchmarks and workload drivers.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Runs a master (a standby until it holds the master lock).
+    Master(master::MasterArgs),
     /// Runs a whole local cluster (3 lock replicas, 2 masters, 3 tablet servers).
     Dev(dev::DevArgs),
     /// The cbt-style data and admin commands.
@@ -29,6 +32,7 @@ pub enum BenchCommand {}
 pub fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Bench(b) => match b {},
+        Command::Master(a) => master::master(a),
         Command::Dev(a) => dev::dev(a),
         Command::Data(c) => cli::run(c),
     }
