@@ -2,11 +2,13 @@
 
 use clap::Subcommand;
 
+pub mod bench_engine;
 pub mod cli;
 pub mod cli_admin;
 pub mod cli_data;
 pub mod cli_format;
 pub mod dev;
+pub mod lock;
 pub mod master;
 
 /// Every subcommand.
@@ -15,6 +17,10 @@ pub enum Command {
     /// Benchmarks and workload drivers.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Runs one lock-service replica.
+    LockServer(lock::LockServerArgs),
+    /// Looks at and changes the lock service (ls, cat, put, rm, lock, unlock, ...).
+    Lock(lock::LockArgs),
     /// Runs a master (a standby until it holds the master lock).
     Master(master::MasterArgs),
     /// Runs a whole local cluster (3 lock replicas, 2 masters, 3 tablet servers).
@@ -26,12 +32,20 @@ pub enum Command {
 
 /// `quarry bench ...`
 #[derive(Subcommand, Debug)]
-pub enum BenchCommand {}
+pub enum BenchCommand {
+    /// db_bench workloads (fillseq, fillrandom, overwrite, readrandom, readseq, seekrandom)
+    /// against one embedded tablet.
+    Engine(bench_engine::EngineArgs),
+}
 
 /// Runs one subcommand.
 pub fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Bench(b) => match b {},
+        Command::Bench(b) => match b {
+            BenchCommand::Engine(a) => bench_engine::run(a),
+        },
+        Command::LockServer(a) => lock::lock_server(a),
+        Command::Lock(a) => lock::lock(a),
         Command::Master(a) => master::master(a),
         Command::Dev(a) => dev::dev(a),
         Command::Data(c) => cli::run(c),
