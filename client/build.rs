@@ -4,7 +4,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = ["../tablet/proto/tablet.proto"];
     let fds = protox::compile(protos, ["../tablet/proto"])?;
     tonic_prost_build::configure()
-        .build_server(false)
+        .build_server(true)
         .build_client(true)
         .compile_fds(fds)?;
     for p in protos {
