@@ -16,7 +16,7 @@
 //! Startup waits (up to `--start-timeout`) until the lock service answers, a master
 //! answers `status`, every tablet server has registered and no tablet is unassigned; then
 //! it prints the endpoints and a short tour. A child that exits is reported at once.
-//! SIGINT/SIGTERM stop the tablet servers, then the masters, then the lock replicas, each
+//! SIGINT/SIGTERM stop the masters, then the tablet servers, then the lock replicas, each
 //! with SIGTERM and, after a grace period, SIGKILL. Children are also told (by
 //! `PR_SET_PDEATHSIG`) to die if `quarry dev` itself is killed.
 
@@ -57,7 +57,7 @@ pub struct DevArgs {
     pub start_timeout: u64,
 }
 
-/// Which group a child belongs to (stopped in reverse order of starting).
+/// Which group a child belongs to (started and stopped group by group).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Tier {
     Lock,
@@ -97,7 +97,8 @@ fn endpoints(a: &DevArgs) -> anyhow::Result<Endpoints> {
     })
 }
 
-/// Every child of the cluster, in start order.
+/// Every child of the cluster, in start order: lock replicas, tablet servers (so they have
+/// registered when a master takes over), masters.
 fn plan(a: &DevArgs, ep: &Endpoints) -> Vec<Role> {
     let data = |sub: &str| a.data.join(sub).display().to_string();
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
@@ -122,22 +123,6 @@ fn plan(a: &DevArgs, ep: &Endpoints) -> Vec<Role> {
             args,
         });
     }
-    for (i, addr) in ep.masters.iter().enumerate() {
-        let args = s(&[
-            "master",
-            "--listen",
-            addr,
-            "--data",
-            &data("root"),
-            "--lock",
-            &lock_list,
-        ]);
-        roles.push(Role {
-            name: format!("master-{}", i + 1),
-            tier: Tier::Master,
-            args,
-        });
-    }
     for (i, addr) in ep.tablets.iter().enumerate() {
         let name = format!("tablet-{}", i + 1);
         let args = s(&[
@@ -154,6 +139,22 @@ fn plan(a: &DevArgs, ep: &Endpoints) -> Vec<Role> {
         roles.push(Role {
             name,
             tier: Tier::Tablet,
+            args,
+        });
+    }
+    for (i, addr) in ep.masters.iter().enumerate() {
+        let args = s(&[
+            "master",
+            "--listen",
+            addr,
+            "--data",
+            &data("root"),
+            "--lock",
+            &lock_list,
+        ]);
+        roles.push(Role {
+            name: format!("master-{}", i + 1),
+            tier: Tier::Master,
             args,
         });
     }
@@ -246,7 +247,11 @@ async fn run(a: DevArgs) -> anyhow::Result<()> {
         kids.len(),
         logs.display()
     );
-    let client = Client::new(ClientConfig::new(ep.lock.clone()))?;
+    // Short timeouts: readiness is polled, each probe must come back quickly.
+    let mut cfg = ClientConfig::new(ep.lock.clone());
+    cfg.operation_timeout = Duration::from_secs(2);
+    cfg.attempt_timeout = Duration::from_secs(1);
+    let client = Client::new(cfg)?;
     let deadline = Instant::now() + Duration::from_secs(a.start_timeout);
     let ready = tokio::select! {
         r = wait_ready(&client, a.tablet_servers as usize, deadline) => r,
@@ -316,9 +321,10 @@ async fn wait_ready(client: &Client, servers: usize, deadline: Instant) -> anyho
     }
 }
 
-/// Stops the children tier by tier (tablet servers, masters, lock replicas).
+/// Stops the children tier by tier: masters first (so no master reassigns the tablets of
+/// servers that are merely shutting down), then tablet servers, then the lock replicas.
 async fn stop_all(kids: &mut [Running], exits: &mut mpsc::UnboundedReceiver<(String, String)>) {
-    for tier in [Tier::Tablet, Tier::Master, Tier::Lock] {
+    for tier in [Tier::Master, Tier::Tablet, Tier::Lock] {
         stop_tier(kids, exits, tier).await;
     }
 }
