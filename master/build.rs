@@ -16,7 +16,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let tablet = "../tablet/proto/tablet.proto";
     let fds = protox::compile([tablet], ["../tablet/proto"])?;
     tonic_prost_build::configure()
-        .build_server(false)
+        .build_server(true)
         .build_client(true)
         .compile_fds(fds)?;
     println!("cargo:rerun-if-changed={tablet}");

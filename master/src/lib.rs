@@ -1,6 +1,85 @@
-//! # master
+//! # master: assignment of tablets to tablet servers (Bigtable section 5.2)
 //!
-//! (Essay written with the implementation.)
+//! The master decides which tablet server serves which tablet, and nothing else: it is
+//! never on the data path, keeps no state of its own (assignments live in METADATA and the
+//! lock service), and any standby can take over by reading them back.
+//!
+//! ## Election and take-over ([`master`], [`recover`])
+//! Every master process opens a lock-service session and blocks in `acquire` on
+//! `/quarry/master`. The holder writes its address there, fenced with its sequencer
+//! (clients find the admin API through it), then rebuilds its view:
+//! 1. lists `/quarry/servers/` (one file per tablet server, each locked by its server);
+//! 2. asks every server `ListTablets` (before the METADATA scan, so a split that finishes in
+//!    between shows as a tablet missing from a report, never as an unknown one);
+//! 3. makes sure METADATA's tablet is served (its location is `/quarry/root-tablet`; if its
+//!    server is gone or does not report it at the recorded epoch, it is assigned anew);
+//! 4. scans METADATA and compares ([`policy::reconcile`]): tablets on a live server that
+//!    reports them are served; tablets on no live server are unassigned; tablets a live
+//!    server does not report are reassigned only if still missing one scan period later
+//!    (a load or a split may be under way); copies a server holds that METADATA gives to
+//!    no one (or to another server, or at an older epoch) are unloaded;
+//! 5. repairs what a crash left half done ([`recover`], [`tables`]).
+//!
+//! The control loop then ticks: refresh the server list, detect failures, reconcile every
+//! `scan_every`, assign unassigned tablets to the least-loaded server
+//! ([`policy::plan_assignments`]), and every `balance_every` move at most `max_moves`
+//! tablets from the most to the least loaded server ([`policy::plan_moves`]).
+//!
+//! ## Assignment and epochs ([`assign`])
+//! Assigning tablet `T` to server `S`: write `T`'s METADATA record with `S` and epoch
+//! `e + 1` (fenced), then `LoadTablet{T, e + 1, master sequencer}` on `S`. METADATA is
+//! written before the load, so each assignment's epoch is above every earlier load, which
+//! the tablet engine uses to seal the logs of the previous owner (DESIGN.md rule 7). A move
+//! first `UnloadTablet`s on the old server (which flushes, so the new owner replays
+//! nothing) and then assigns. `create` is set on a load only when the tablet's directory
+//! under the data root holds no manifest yet: a tablet that existed is never silently
+//! recreated empty.
+//!
+//! ## Safety (DESIGN.md rules 4 and 6)
+//! - Failure detection: for each server the master `try_acquire`s the lock on its file.
+//!   Success proves the server's session expired and its lock-delay passed, so the server
+//!   has stopped serving (its local lease ran out first). Only then does the master delete
+//!   the file (fenced) and reassign the server's tablets.
+//! - Every command carries the master's sequencer: `LoadTablet`, `UnloadTablet`,
+//!   `SplitTablet`, METADATA writes (checked by the serving tablet server), and its
+//!   lock-service writes (`write`/`delete` with a fence, the id counter by compare-and-set
+//!   plus fence). A deposed master's commands are rejected where they land.
+//! - The master checks its local lease before every command ([`master::Inner::guard`]) and
+//!   races its whole body against `Session::lost()`: when the session is lost, the work in
+//!   flight is dropped and [`run`] returns [`Error::LostMastership`]; `quarry master` then
+//!   exits with status 2.
+//!
+//! ## Tables ([`tables`])
+//! Ids come from the counter `/quarry/next-id`. Create: allocate ids, write
+//! `/quarry/tables/<name>` (JSON `TableInfo`), write one METADATA row per tablet in key
+//! order with the unbounded last tablet last, then assign (`create` loads). Delete: remove
+//! the table file, unload the tablets, delete the rows. Schema changes (families, GC
+//! policies, locality groups) rewrite the table file and then unload and reload each
+//! served tablet with the new schema at a new epoch (a brief unavailability per tablet,
+//! one at a time) rather than adding a schema RPC to the tablet server.
+//!
+//! ## Repairs after a crash
+//! - rows of a table with no table file (an interrupted delete): finish the delete;
+//! - a table with no rows, or whose rows end before an unbounded last tablet (an
+//!   interrupted create): add the missing last tablet `[last end, "")`;
+//! - a half-committed split (the left child's row `[start, mid)` written, the parent's row
+//!   still `[start, end)`): roll back by deleting the left child's row, but only once the
+//!   parent's server is dead (its sequencer is then stale, so it cannot complete the split
+//!   behind the master's back); the parent's files are untouched by a split;
+//! - any other hole or overlap is logged as an error and left for an operator.
+//!
+//! ## Implementation caveats
+//! - One operation at a time: admin calls and the control loop share one lock, held across
+//!   tablet-server calls (bounded by `rpc_timeout` / `load_timeout`).
+//! - A server whose file disappears without the master deleting it (an operator removed
+//!   it) is treated as gone at once; the server is trusted to notice and stop within its
+//!   lease (DESIGN.md rule 5).
+//! - Unloads of stale copies and of deleted tables' tablets are best effort; a copy that
+//!   survives is found and unloaded at the next reconciliation.
+//! - No garbage collection of SSTables and log segments yet (the issue asks for it).
+//! - No status page or metrics yet; `Status` over gRPC only.
+//! - TODO(tablet::pb): the tablet server's protocol is compiled here from
+//!   `tablet/proto/tablet.proto` (module [`tpb`]) until the `tablet` crate exports it.
 
 #![warn(missing_docs)]
 
@@ -23,7 +102,7 @@ pub mod pb {
     tonic::include_proto!("quarry.master.v1");
 }
 
-/// The tablet server's protocol (client side).
+/// The tablet server's protocol (compiled here until `tablet` exports it).
 #[allow(missing_docs, clippy::all)]
 pub mod tpb {
     tonic::include_proto!("quarry.tablet.v1");

@@ -205,26 +205,27 @@ async fn lead(inner: Arc<Inner>) -> Result<()> {
 }
 
 async fn acquire_master_lock(inner: &Inner) -> Result<Sequencer> {
+    // Each wait stays below the lock-service client's request timeout (5 s by default);
+    // the service wakes a waiting acquire as soon as the lock is free.
+    let wait = Duration::from_secs(2);
     loop {
         inner.guard()?;
-        let r = inner
+        match inner
             .session
-            .acquire(
-                MASTER_LOCK_PATH,
-                LockMode::Exclusive,
-                Duration::from_secs(10),
-            )
-            .await;
-        match r {
+            .acquire(MASTER_LOCK_PATH, LockMode::Exclusive, wait)
+            .await
+        {
             Ok(seq) => return Ok(seq),
             Err(lockservice::Error::LockBusy(_)) | Err(lockservice::Error::DeadlineExceeded(_)) => {
                 tracing::debug!("standing by: the master lock is held");
             }
-            Err(lockservice::Error::Unavailable(e)) => {
-                tracing::warn!("standing by: lock service unavailable: {e}");
+            Err(lockservice::Error::SessionExpired(id)) => {
+                return Err(Error::LostMastership(format!("session {id} expired")));
+            }
+            Err(e) => {
+                tracing::warn!("standing by: {e}");
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            Err(e) => return Err(e.into()),
         }
     }
 }

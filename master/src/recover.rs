@@ -50,7 +50,9 @@ pub async fn tick(inner: &Inner, a: &mut Active) -> Result<()> {
         .last_scan
         .is_none_or(|t| t.elapsed() >= inner.cfg.scan_every);
     if due || a.view.root_unassigned {
-        match reconcile_full(inner, a).await {
+        let r = reconcile_full(inner, a).await;
+        a.last_scan = Some(Instant::now()); // failed or not: retried after scan_every
+        match r {
             Err(e @ Error::LostMastership(_)) => return Err(e),
             Err(e) => tracing::warn!("reconciliation: {e}"),
             Ok(()) => {}
@@ -146,7 +148,8 @@ async fn collect_reports(inner: &Inner, a: &Active) -> BTreeMap<String, Report> 
                     .tablets
                     .iter()
                     .filter_map(|t| t.tablet.as_ref().map(|d| (d.tablet_id, t.epoch)))
-                    .collect();
+                    .collect::<Report>();
+                tracing::debug!(server = %s.info.id, ?rep, "ListTablets");
                 out.insert(s.info.id.clone(), rep);
             }
             Ok(r) => tracing::warn!(
@@ -202,9 +205,7 @@ pub async fn reconcile_full(inner: &Inner, a: &mut Active) -> Result<()> {
             }
         }
     }
-    repair(inner, a, &records).await?;
-    a.last_scan = Some(Instant::now());
-    Ok(())
+    repair(inner, a, &records).await
 }
 
 /// Marks METADATA's tablet unassigned unless its recorded server is live and (if it

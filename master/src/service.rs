@@ -2,7 +2,7 @@
 //! answers `UNAVAILABLE` with `quarry-error=not-master`. Each call takes the master's
 //! operation lock, so admin calls and the control loop never interleave.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use tokio::sync::MutexGuard;
 use tonic::{Request, Response, Status};
@@ -14,10 +14,14 @@ use crate::pb;
 use crate::pb::master_server::{Master, MasterServer};
 use crate::tables;
 
-/// Serves the admin API on `inner.cfg.listen` until the process ends.
+/// Serves the admin API on `inner.cfg.listen` until the process ends. The service holds
+/// the master only weakly: once [`crate::run`] returns, the master (and its session) is
+/// dropped even if connections linger, and they get `NotMaster`.
 pub async fn serve(inner: Arc<Inner>) -> Result<()> {
     let addr = inner.cfg.listen;
-    let svc = MasterServer::new(Service { inner })
+    let weak = Arc::downgrade(&inner);
+    drop(inner);
+    let svc = MasterServer::new(Service { inner: weak })
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
     tonic::transport::Server::builder()
@@ -28,24 +32,28 @@ pub async fn serve(inner: Arc<Inner>) -> Result<()> {
 }
 
 struct Service {
-    inner: Arc<Inner>,
+    inner: Weak<Inner>,
 }
 
 type Guard<'a> = MutexGuard<'a, Option<Active>>;
 
 impl Service {
-    async fn active(&self) -> Result<Guard<'_>> {
-        let g = self.inner.active.lock().await;
-        if g.is_none() {
-            return Err(Error::NotMaster);
-        }
-        self.inner.guard()?;
-        Ok(g)
+    fn master(&self) -> Result<Arc<Inner>> {
+        self.inner.upgrade().ok_or(Error::NotMaster)
     }
 }
 
+async fn active(inner: &Inner) -> Result<Guard<'_>> {
+    let g = inner.active.lock().await;
+    if g.is_none() {
+        return Err(Error::NotMaster);
+    }
+    inner.guard()?;
+    Ok(g)
+}
+
 fn act<'a>(g: &'a mut Guard<'_>) -> &'a mut Active {
-    g.as_mut().expect("checked by Service::active")
+    g.as_mut().expect("checked by active()")
 }
 
 #[tonic::async_trait]
@@ -54,8 +62,9 @@ impl Master for Service {
         &self,
         req: Request<pb::CreateTableRequest>,
     ) -> std::result::Result<Response<pb::CreateTableResponse>, Status> {
-        let mut g = self.active().await?;
-        let (t, recs) = tables::create_table(&self.inner, act(&mut g), req.get_ref()).await?;
+        let inner = self.master()?;
+        let mut g = active(&inner).await?;
+        let (t, recs) = tables::create_table(&inner, act(&mut g), req.get_ref()).await?;
         Ok(Response::new(pb::CreateTableResponse {
             table: Some(table_to_pb(&t)),
             tablets: recs.iter().map(tablet_to_pb).collect(),
@@ -66,8 +75,9 @@ impl Master for Service {
         &self,
         req: Request<pb::DeleteTableRequest>,
     ) -> std::result::Result<Response<pb::DeleteTableResponse>, Status> {
-        let mut g = self.active().await?;
-        tables::delete_table(&self.inner, act(&mut g), &req.get_ref().name).await?;
+        let inner = self.master()?;
+        let mut g = active(&inner).await?;
+        tables::delete_table(&inner, act(&mut g), &req.get_ref().name).await?;
         Ok(Response::new(pb::DeleteTableResponse {}))
     }
 
@@ -75,7 +85,8 @@ impl Master for Service {
         &self,
         _req: Request<pb::ListTablesRequest>,
     ) -> std::result::Result<Response<pb::ListTablesResponse>, Status> {
-        let mut g = self.active().await?;
+        let inner = self.master()?;
+        let mut g = active(&inner).await?;
         let a = act(&mut g);
         Ok(Response::new(pb::ListTablesResponse {
             tables: a.view.tables.values().map(table_to_pb).collect(),
@@ -86,7 +97,8 @@ impl Master for Service {
         &self,
         req: Request<pb::GetTableRequest>,
     ) -> std::result::Result<Response<pb::GetTableResponse>, Status> {
-        let mut g = self.active().await?;
+        let inner = self.master()?;
+        let mut g = active(&inner).await?;
         let a = act(&mut g);
         let name = &req.get_ref().name;
         let t = a
@@ -103,8 +115,9 @@ impl Master for Service {
         &self,
         req: Request<pb::ModifyColumnFamiliesRequest>,
     ) -> std::result::Result<Response<pb::ModifyColumnFamiliesResponse>, Status> {
-        let mut g = self.active().await?;
-        let t = tables::modify_families(&self.inner, act(&mut g), req.get_ref()).await?;
+        let inner = self.master()?;
+        let mut g = active(&inner).await?;
+        let t = tables::modify_families(&inner, act(&mut g), req.get_ref()).await?;
         Ok(Response::new(pb::ModifyColumnFamiliesResponse {
             table: Some(table_to_pb(&t)),
         }))
@@ -114,7 +127,8 @@ impl Master for Service {
         &self,
         req: Request<pb::ListTabletsRequest>,
     ) -> std::result::Result<Response<pb::ListTabletsResponse>, Status> {
-        let mut g = self.active().await?;
+        let inner = self.master()?;
+        let mut g = active(&inner).await?;
         let a = act(&mut g);
         let tablets = match &req.get_ref().table {
             Some(name) => {
@@ -140,7 +154,8 @@ impl Master for Service {
         &self,
         _req: Request<pb::ListServersRequest>,
     ) -> std::result::Result<Response<pb::ListServersResponse>, Status> {
-        let mut g = self.active().await?;
+        let inner = self.master()?;
+        let mut g = active(&inner).await?;
         Ok(Response::new(pb::ListServersResponse {
             servers: servers(act(&mut g)),
         }))
@@ -150,8 +165,9 @@ impl Master for Service {
         &self,
         req: Request<pb::SplitTabletRequest>,
     ) -> std::result::Result<Response<pb::SplitTabletResponse>, Status> {
-        let mut g = self.active().await?;
-        let (l, r) = tables::split(&self.inner, act(&mut g), req.get_ref()).await?;
+        let inner = self.master()?;
+        let mut g = active(&inner).await?;
+        let (l, r) = tables::split(&inner, act(&mut g), req.get_ref()).await?;
         Ok(Response::new(pb::SplitTabletResponse {
             left: Some(tablet_to_pb(&l)),
             right: Some(tablet_to_pb(&r)),
@@ -162,9 +178,10 @@ impl Master for Service {
         &self,
         req: Request<pb::CompactTableRequest>,
     ) -> std::result::Result<Response<pb::CompactTableResponse>, Status> {
-        let mut g = self.active().await?;
+        let inner = self.master()?;
+        let mut g = active(&inner).await?;
         let r = req.get_ref();
-        let n = tables::compact(&self.inner, act(&mut g), &r.table, r.major).await?;
+        let n = tables::compact(&inner, act(&mut g), &r.table, r.major).await?;
         Ok(Response::new(pb::CompactTableResponse { tablets: n }))
     }
 
@@ -172,12 +189,13 @@ impl Master for Service {
         &self,
         _req: Request<pb::StatusRequest>,
     ) -> std::result::Result<Response<pb::StatusResponse>, Status> {
-        let mut g = self.active().await?;
+        let inner = self.master()?;
+        let mut g = active(&inner).await?;
         let a = act(&mut g);
         Ok(Response::new(pb::StatusResponse {
-            master_id: self.inner.id.clone(),
-            master_addr: self.inner.cfg.advertise.clone(),
-            lock_generation: self.inner.generation(),
+            master_id: inner.id.clone(),
+            master_addr: inner.cfg.advertise.clone(),
+            lock_generation: inner.generation(),
             servers: servers(a),
             tablets: a.view.tablets.len() as u64,
             unassigned: a.view.unassigned.len() as u64 + u64::from(a.view.root_unassigned),
