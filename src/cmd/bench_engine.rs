@@ -33,7 +33,10 @@ pub struct EngineArgs {
     #[arg(long, default_value = "./quarry-bench-engine")]
     pub dir: PathBuf,
     /// Comma-separated workloads, run in order.
-    #[arg(long, default_value = "fillseq,fillrandom,overwrite,readrandom,readseq,seekrandom")]
+    #[arg(
+        long,
+        default_value = "fillseq,fillrandom,overwrite,readrandom,readseq,seekrandom"
+    )]
     pub workloads: String,
     /// Operations per workload (keys for fills).
     #[arg(long, default_value_t = 1_000_000)]
@@ -91,7 +94,8 @@ struct Engine {
 
 fn open_engine(args: &EngineArgs, fresh: bool) -> Result<Engine> {
     if fresh && args.dir.exists() {
-        std::fs::remove_dir_all(&args.dir).with_context(|| format!("wiping {}", args.dir.display()))?;
+        std::fs::remove_dir_all(&args.dir)
+            .with_context(|| format!("wiping {}", args.dir.display()))?;
     }
     std::fs::create_dir_all(&args.dir)?;
     let root = args.dir.canonicalize()?;
@@ -138,6 +142,7 @@ fn value(rng: &mut impl Rng, size: usize) -> Vec<u8> {
 }
 
 #[derive(Clone, Copy, PartialEq)]
+#[repr(u8)]
 enum Kind {
     FillSeq,
     FillRandom,
@@ -168,7 +173,9 @@ fn run_thread(
     range: std::ops::Range<u64>,
 ) -> Result<(u64, u64, Histogram<u64>)> {
     let mut hist = Histogram::<u64>::new(3)?;
-    let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed ^ (thread << 32));
+    // Each workload and thread draws its own keys (db_bench seeds per thread and run too).
+    let mut rng =
+        rand::rngs::StdRng::seed_from_u64(args.seed ^ (thread << 32) ^ ((k as u64) << 48));
     let mut found = 0;
     let mut ops = 0;
     if k == Kind::ReadSeq {
@@ -214,18 +221,29 @@ fn run_thread(
 
 fn run_workload(e: &Engine, name: &str, args: &EngineArgs) -> Result<WorkloadResult> {
     let k = kind(name)?;
-    let threads = if k == Kind::ReadSeq { 1 } else { args.threads.max(1) as u64 };
+    let threads = if k == Kind::ReadSeq {
+        1
+    } else {
+        args.threads.max(1) as u64
+    };
     let per = args.num / threads;
     let start = Instant::now();
     let results: Vec<Result<(u64, u64, Histogram<u64>)>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|th| {
                 let t = Arc::clone(&e.tablet);
-                let range = th * per..if th + 1 == threads { args.num } else { (th + 1) * per };
+                let range = th * per..if th + 1 == threads {
+                    args.num
+                } else {
+                    (th + 1) * per
+                };
                 s.spawn(move || run_thread(&t, k, args, th, range))
             })
             .collect();
-        handles.into_iter().map(|h| h.join().expect("bench thread panicked")).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("bench thread panicked"))
+            .collect()
     });
     let seconds = start.elapsed().as_secs_f64().max(1e-9);
     let mut hist = Histogram::<u64>::new(3)?;
@@ -251,7 +269,11 @@ fn run_workload(e: &Engine, name: &str, args: &EngineArgs) -> Result<WorkloadRes
 
 /// Runs `quarry bench engine`.
 pub fn run(args: EngineArgs) -> Result<()> {
-    let names: Vec<String> = args.workloads.split(',').map(|s| s.trim().to_string()).collect();
+    let names: Vec<String> = args
+        .workloads
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .collect();
     for n in &names {
         kind(n)?;
     }
@@ -283,7 +305,10 @@ pub fn run(args: EngineArgs) -> Result<()> {
             r.mb_per_sec,
             r.p50_us,
             r.p99_us,
-            if matches!(kind(name)?, Kind::ReadRandom | Kind::SeekRandom | Kind::ReadSeq) {
+            if matches!(
+                kind(name)?,
+                Kind::ReadRandom | Kind::SeekRandom | Kind::ReadSeq
+            ) {
                 format!("  ({} of {} found)", r.found, r.ops)
             } else {
                 String::new()

@@ -10,6 +10,7 @@ pub mod cli_format;
 pub mod dev;
 pub mod lock;
 pub mod master;
+pub mod tablet_server;
 
 /// Every subcommand.
 #[derive(Subcommand, Debug)]
@@ -21,6 +22,8 @@ pub enum Command {
     LockServer(lock::LockServerArgs),
     /// Looks at and changes the lock service (ls, cat, put, rm, lock, unlock, ...).
     Lock(lock::LockArgs),
+    /// Runs a tablet server.
+    TabletServer(tablet_server::TabletServerArgs),
     /// Runs a master (a standby until it holds the master lock).
     Master(master::MasterArgs),
     /// Runs a whole local cluster (3 lock replicas, 2 masters, 3 tablet servers).
@@ -47,6 +50,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::LockServer(a) => lock::lock_server(a),
         Command::Lock(a) => lock::lock(a),
         Command::Master(a) => master::master(a),
+        Command::TabletServer(a) => tablet_server::tablet_server(a),
         Command::Dev(a) => dev::dev(a),
         Command::Data(c) => cli::run(c),
     }

@@ -81,11 +81,18 @@ pub mod meta;
 pub mod mutation;
 pub mod read;
 pub mod schema;
+pub mod server;
 pub mod split;
 pub mod tablet;
 pub mod types;
 pub mod visibility;
 pub mod write;
+
+/// The generated gRPC types and stubs of `proto/tablet.proto`.
+#[allow(missing_docs, clippy::all)]
+pub mod pb {
+    tonic::include_proto!("quarry.tablet.v1");
+}
 
 pub use commitlog::{CommitLog, CommitLogOptions, LogPosition};
 pub use compaction::SizeTiered;

@@ -58,6 +58,34 @@ impl Tablet {
         Some(rows[rows.len() / 2].clone())
     }
 
+    /// Up to `max` row keys spread over the tablet's SSTable data, each with the approximate
+    /// number of bytes before it (Bigtable's SampleRowKeys), for clients planning parallel
+    /// scans. The last sample is the tablet's end.
+    pub fn sample_row_keys(&self, max: usize) -> Vec<(Vec<u8>, u64)> {
+        let state = Arc::clone(&self.inner.state.read());
+        let total: u64 = state.groups.values().flatten().map(|s| s.meta.size).sum();
+        let mut rows: Vec<Vec<u8>> = state
+            .groups
+            .values()
+            .flatten()
+            .flat_map(|s| s.table.block_last_keys())
+            .filter_map(|k| key::parse(&k).map(|p| p.row))
+            .filter(|r| self.inner.range.contains(r))
+            .collect();
+        rows.sort();
+        rows.dedup();
+        let step = rows.len().div_ceil(max.max(1)).max(1);
+        let n = rows.len().max(1) as u64;
+        let mut out: Vec<(Vec<u8>, u64)> = rows
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| (i + 1) % step == 0)
+            .map(|(i, r)| (r, total * (i as u64 + 1) / n))
+            .collect();
+        out.push((self.inner.range.end.clone(), total));
+        out
+    }
+
     /// Splits at `mid`: stops writes, flushes, and writes the children's manifests
     /// (`left` gets `[start, mid)`, `right` gets `[mid, end)`). The caller then unloads
     /// this tablet and opens the children.
