@@ -139,7 +139,13 @@ pub async fn assign_unassigned(inner: &Inner, a: &mut Active) -> Result<()> {
             Ok(()) => {}
         }
     }
-    let todo: Vec<TabletId> = a.view.unassigned.iter().copied().collect();
+    let todo: Vec<TabletId> = a
+        .view
+        .unassigned
+        .iter()
+        .filter(|t| !a.held.contains(t))
+        .copied()
+        .collect();
     for (t, server) in plan_assignments(&todo, &a.view.load()) {
         match assign(inner, a, t, &server).await {
             Err(e @ Error::LostMastership(_)) => return Err(e),

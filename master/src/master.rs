@@ -87,6 +87,9 @@ pub struct Active {
     /// Tablets on a live server that did not report them, since when (see
     /// [`crate::policy::Reconciled::missing`]).
     pub missing_since: std::collections::BTreeMap<tablet::TabletId, Instant>,
+    /// Tablets with a stale copy on some server that could not be unloaded: not assigned
+    /// until a reconciliation unloads it.
+    pub held: std::collections::BTreeSet<tablet::TabletId>,
 }
 
 /// Everything a master shares between its control loop and its admin service.
@@ -186,6 +189,7 @@ async fn lead(inner: Arc<Inner>) -> Result<()> {
             last_scan: None,
             last_balance: Instant::now(),
             missing_since: Default::default(),
+            held: Default::default(),
         };
         crate::recover::take_over(&inner, &mut a).await?;
         *g = Some(a);

@@ -168,6 +168,7 @@ pub async fn reconcile_full(inner: &Inner, a: &mut Active) -> Result<()> {
     let reports = collect_reports(inner, a).await;
     check_root(a, &reports);
     if a.view.root_unassigned {
+        unload_stale_root(inner, a, &reports).await?;
         assign_unassigned(inner, a).await?;
         if a.view.root_unassigned {
             return Err(Error::Unavailable("METADATA's tablet is not served".into()));
@@ -197,15 +198,50 @@ pub async fn reconcile_full(inner: &Inner, a: &mut Active) -> Result<()> {
             a.view.unassigned.insert(t);
         }
     }
+    // A stale copy is unloaded before the tablet is assigned anywhere: a new owner's
+    // load would seal the logs the stale copy may still be appending to. A tablet whose
+    // stale copy could not be unloaded is held back until a reconciliation succeeds.
+    a.held.clear();
     for (server, t) in r.stale {
         if let Some(addr) = a.view.servers.get(&server).map(|s| s.info.addr.clone()) {
             tracing::warn!(tablet = t, server = %server, "unloading a stale copy");
             if let Err(e) = unload(inner, a, &addr, t).await {
-                tracing::warn!(tablet = t, "unloading a stale copy: {e}");
+                if matches!(e, Error::LostMastership(_)) {
+                    return Err(e);
+                }
+                tracing::warn!(tablet = t, "unloading a stale copy failed, holding it: {e}");
+                a.held.insert(t);
             }
         }
     }
     repair(inner, a, &records).await
+}
+
+/// Unloads copies of METADATA's tablet that live servers hold without the root-tablet
+/// file naming them at that epoch; fails if one cannot be unloaded (then METADATA's
+/// tablet is not assigned in this round).
+async fn unload_stale_root(
+    inner: &Inner,
+    a: &Active,
+    reports: &BTreeMap<String, Report>,
+) -> Result<()> {
+    for (server, rep) in reports {
+        let Some(&epoch) = rep.get(&METADATA_TABLET_ID) else {
+            continue;
+        };
+        let recorded = a
+            .view
+            .root
+            .as_ref()
+            .is_some_and(|r| r.server_id == *server && r.epoch == epoch);
+        if recorded {
+            continue;
+        }
+        let addr = a.view.servers[server].info.addr.clone();
+        tracing::warn!(server = %server, epoch, "unloading a stale copy of METADATA's tablet");
+        unload(inner, a, &addr, METADATA_TABLET_ID).await?;
+    }
+    Ok(())
 }
 
 /// Marks METADATA's tablet unassigned unless its recorded server is live and (if it

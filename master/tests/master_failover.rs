@@ -3,123 +3,17 @@
 //! failure detection by lock acquisition, reassignment with higher epochs, standby
 //! take-over after the active master dies, and the deposed master's sequencer rejected.
 
+mod harness;
 mod model_server;
 
-use std::collections::BTreeMap;
-use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use harness::*;
 use lockservice::client::{Client, ClientConfig};
-use lockservice::clock::MonotonicClock;
-use lockservice::lease::LeaseConfig;
-use lockservice::raft::RaftTiming;
-use lockservice::server::{Replica, ReplicaConfig};
-use master::pb::master_client::MasterClient;
-use master::{pb, MasterConfig};
+use master::pb;
 use model_server::{Disk, ModelServer};
 use parking_lot::Mutex;
-use sstable::RealFs;
-
-const LEASE: Duration = Duration::from_millis(1500);
-const LOCK_DELAY: Duration = Duration::from_millis(500);
-
-/// How long a dead holder's lock takes to become free, with slack for a loaded machine.
-fn failover_bound() -> Duration {
-    LEASE + LOCK_DELAY + Duration::from_secs(2) + LEASE * 4
-}
-
-fn free_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
-}
-
-async fn wait_for<T, F, Fut>(what: &str, within: Duration, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no {what} within {within:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn lock_service(dir: &std::path::Path) -> (Replica, String) {
-    let addr = free_addr();
-    let cfg = ReplicaConfig {
-        id: 1,
-        listen: addr,
-        peers: BTreeMap::from([(1, addr.to_string())]),
-        data_dir: dir.join("lock"),
-        bootstrap: true,
-        lease: LeaseConfig {
-            lease: LEASE,
-            lock_delay: LOCK_DELAY,
-        },
-        timing: RaftTiming {
-            heartbeat: Duration::from_millis(50),
-            election_base: Duration::from_millis(150),
-            election_width: Duration::from_millis(100),
-        },
-    };
-    let r = Replica::start(cfg, RealFs::shared(), Arc::new(MonotonicClock))
-        .await
-        .unwrap();
-    (r, addr.to_string())
-}
-
-fn start_master(
-    lock: &str,
-    root: &std::path::Path,
-) -> (SocketAddr, tokio::task::JoinHandle<master::Result<()>>) {
-    let listen = free_addr();
-    let mut cfg = MasterConfig::new(listen, vec![lock.to_string()], root.to_path_buf());
-    cfg.tick = Duration::from_millis(100);
-    cfg.scan_every = Duration::from_millis(500);
-    cfg.balance_every = Duration::from_millis(500);
-    let task = tokio::spawn(master::run(cfg, std::future::pending()));
-    (listen, task)
-}
-
-async fn admin(addr: SocketAddr) -> MasterClient<tonic::transport::Channel> {
-    let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect_lazy();
-    MasterClient::new(ch)
-}
-
-/// The status once `addr` is the active master.
-async fn active_status(addr: SocketAddr, within: Duration) -> pb::StatusResponse {
-    let mut c = admin(addr).await;
-    wait_for("an active master", within, || {
-        let mut c = c.clone();
-        async move {
-            c.status(pb::StatusRequest {})
-                .await
-                .ok()
-                .map(|r| r.into_inner())
-        }
-    })
-    .await;
-    c.status(pb::StatusRequest {}).await.unwrap().into_inner()
-}
-
-fn fam(name: &str, gc: &str) -> pb::ColumnFamily {
-    pb::ColumnFamily {
-        name: name.into(),
-        gc_policy: gc.into(),
-        locality_group: String::new(),
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn tablets_of_a_dead_server_and_the_master_role_move_after_lease_and_lock_delay() {
@@ -284,6 +178,14 @@ async fn tablets_of_a_dead_server_and_the_master_role_move_after_lease_and_lock_
     assert_eq!(content, m2.to_string().into_bytes());
     let st = c2.status(pb::StatusRequest {}).await.unwrap().into_inner();
     assert_eq!(st.unassigned, 0);
+    // Take-over reads assignments back; it does not move what is served.
+    let after = c2
+        .list_tablets(pb::ListTabletsRequest { table: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .tablets;
+    assert_eq!(after, moved, "the new master reassigned served tablets");
 
     // Delete the table: its tablets are unloaded and its rows removed.
     c2.delete_table(pb::DeleteTableRequest {

@@ -12,6 +12,8 @@
 //! - every load is checked against every other *live* model server: a tablet loaded on
 //!   two live servers at once is recorded as a violation.
 
+#![allow(dead_code)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::pin::Pin;

@@ -1,0 +1,117 @@
+//! Helpers shared by the master's tests: a one-replica lock service on real files and
+//! sockets, masters in this process, their admin clients, and waiting on conditions.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lockservice::clock::MonotonicClock;
+use lockservice::lease::LeaseConfig;
+use lockservice::raft::RaftTiming;
+use lockservice::server::{Replica, ReplicaConfig};
+use master::pb::master_client::MasterClient;
+use master::{pb, MasterConfig};
+use sstable::RealFs;
+
+pub const LEASE: Duration = Duration::from_millis(1500);
+pub const LOCK_DELAY: Duration = Duration::from_millis(500);
+
+/// How long a dead holder's lock takes to become free, with slack for a loaded machine.
+pub fn failover_bound() -> Duration {
+    LEASE + LOCK_DELAY + Duration::from_secs(2) + LEASE * 4
+}
+
+pub fn free_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+pub async fn wait_for<T, F, Fut>(what: &str, within: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no {what} within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub async fn lock_service(dir: &std::path::Path) -> (Replica, String) {
+    let addr = free_addr();
+    let cfg = ReplicaConfig {
+        id: 1,
+        listen: addr,
+        peers: BTreeMap::from([(1, addr.to_string())]),
+        data_dir: dir.join("lock"),
+        bootstrap: true,
+        lease: LeaseConfig {
+            lease: LEASE,
+            lock_delay: LOCK_DELAY,
+        },
+        timing: RaftTiming {
+            heartbeat: Duration::from_millis(50),
+            election_base: Duration::from_millis(150),
+            election_width: Duration::from_millis(100),
+        },
+    };
+    let r = Replica::start(cfg, RealFs::shared(), Arc::new(MonotonicClock))
+        .await
+        .unwrap();
+    (r, addr.to_string())
+}
+
+pub fn start_master(
+    lock: &str,
+    root: &std::path::Path,
+) -> (SocketAddr, tokio::task::JoinHandle<master::Result<()>>) {
+    let listen = free_addr();
+    let mut cfg = MasterConfig::new(listen, vec![lock.to_string()], root.to_path_buf());
+    cfg.tick = Duration::from_millis(100);
+    cfg.scan_every = Duration::from_millis(500);
+    cfg.balance_every = Duration::from_millis(500);
+    let task = tokio::spawn(master::run(cfg, std::future::pending()));
+    (listen, task)
+}
+
+pub async fn admin(addr: SocketAddr) -> MasterClient<tonic::transport::Channel> {
+    let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_lazy();
+    MasterClient::new(ch)
+}
+
+/// The status once `addr` is the active master.
+pub async fn active_status(addr: SocketAddr, within: Duration) -> pb::StatusResponse {
+    let mut c = admin(addr).await;
+    wait_for("an active master", within, || {
+        let mut c = c.clone();
+        async move {
+            c.status(pb::StatusRequest {})
+                .await
+                .ok()
+                .map(|r| r.into_inner())
+        }
+    })
+    .await;
+    c.status(pb::StatusRequest {}).await.unwrap().into_inner()
+}
+
+pub fn fam(name: &str, gc: &str) -> pb::ColumnFamily {
+    pb::ColumnFamily {
+        name: name.into(),
+        gc_policy: gc.into(),
+        locality_group: String::new(),
+    }
+}
