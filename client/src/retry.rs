@@ -28,6 +28,12 @@ use crate::error::Error;
 /// The status metadata key tablet servers and the master use for routing errors.
 pub const ERROR_KEY: &str = "quarry-error";
 
+/// Optional status metadata by which a server vouches for what a failed request did:
+/// `none` means it had no effect (e.g. `not-serving` because the tablet is not loaded
+/// there, answered before any work). Without it, `not-serving` counts as "maybe applied",
+/// since the same tag also reports a lease found lapsed *after* the work.
+pub const OUTCOME_KEY: &str = "quarry-outcome";
+
 /// Whether a failed request may have taken effect on the server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Applied {
@@ -100,6 +106,19 @@ pub fn classify(s: &tonic::Status) -> Class {
     if never_sent(s) {
         return class(Action::Relocate, Applied::No);
     }
+    let c = classify_tagged(s);
+    let vouched_none = s
+        .metadata()
+        .get(OUTCOME_KEY)
+        .is_some_and(|v| v.as_bytes() == b"none");
+    if vouched_none {
+        return class(c.action, Applied::No);
+    }
+    c
+}
+
+fn classify_tagged(s: &tonic::Status) -> Class {
+    let class = |action, applied| Class { action, applied };
     match (s.code(), routing_tag(s)) {
         (_, Some("wrong-range")) => class(Action::Relocate, Applied::No),
         (_, Some("not-serving")) => class(Action::Relocate, Applied::Maybe),
@@ -213,6 +232,24 @@ mod tests {
                 op: "read_modify_write",
                 ..
             })
+        ));
+    }
+
+    #[test]
+    fn a_server_vouching_for_no_effect_lets_non_idempotent_operations_retry() {
+        let mut s = tagged(Code::Unavailable, "not-serving");
+        s.metadata_mut()
+            .insert(OUTCOME_KEY, MetadataValue::from_static("none"));
+        assert_eq!(
+            decide("check_and_mutate", &s, false),
+            Decision::Retry { relocate: true }
+        );
+        let mut s = tagged(Code::Unavailable, "not-serving");
+        s.metadata_mut()
+            .insert(OUTCOME_KEY, MetadataValue::from_static("unknown"));
+        assert!(matches!(
+            decide("check_and_mutate", &s, false),
+            Decision::Fail(Error::OutcomeUnknown { .. })
         ));
     }
 

@@ -216,44 +216,37 @@ async fn an_increment_is_never_sent_twice_after_a_lost_reply_or_late_not_serving
 }
 
 #[tokio::test]
-async fn check_and_mutate_is_retried_when_the_server_proves_it_did_nothing() {
+async fn check_and_mutate_is_retried_only_when_the_server_proves_it_did_nothing() {
     let s = Setup::start().await;
     let c = s.client();
-    s.b.inject("check_and_mutate", Fault::WrongRange);
-    s.b.inject("check_and_mutate", Fault::NotServingBefore);
-    let matched = c
-        .check_and_mutate(
+    let all = ReadFilter::default();
+    let cam = || {
+        c.check_and_mutate(
             "t",
             b"x",
-            &ReadFilter::default(),
+            &all,
             vec![],
             vec![Mutation::set("f", b"q", 1, b"new")],
         )
-        .await;
-    // wrong-range proves nothing happened: retried. not-serving may follow the work: not.
+    };
+    // wrong-range and a vouched not-serving prove nothing happened: retried.
+    s.b.inject("check_and_mutate", Fault::WrongRange);
+    s.b.inject("check_and_mutate", Fault::NotServingVouched);
+    assert!(!cam().await.unwrap());
+    assert_eq!(s.b.calls("check_and_mutate"), 3);
+    // A bare not-serving may follow the work: not retried.
+    s.b.inject("check_and_mutate", Fault::NotServingBefore);
+    let r = cam().await;
     assert!(
         matches!(
-            matched,
+            r,
             Err(Error::OutcomeUnknown {
                 op: "check_and_mutate",
                 ..
             })
         ),
-        "{matched:?}"
+        "{r:?}"
     );
-    assert_eq!(s.b.calls("check_and_mutate"), 2);
-    s.b.inject("check_and_mutate", Fault::WrongRange);
-    let matched = c
-        .check_and_mutate(
-            "t",
-            b"x",
-            &ReadFilter::default(),
-            vec![],
-            vec![Mutation::set("f", b"q", 1, b"new")],
-        )
-        .await
-        .unwrap();
-    assert!(!matched);
     assert_eq!(s.b.calls("check_and_mutate"), 4);
 }
 

@@ -36,6 +36,8 @@ use tonic::{Request, Response, Status};
 pub enum Fault {
     /// Answer `not-serving` without doing anything.
     NotServingBefore,
+    /// Answer `not-serving` without doing anything, and say so (`quarry-outcome=none`).
+    NotServingVouched,
     /// Do the work, then answer `not-serving` (a lease found lapsed before replying).
     NotServingAfter,
     /// Answer `wrong-range` without doing anything.
@@ -154,6 +156,12 @@ impl FakeServer {
             .and_then(|i| st.faults.remove(i))
             .map(|(_, f)| f);
         match fault {
+            Some(Fault::NotServingVouched) => {
+                let mut st = tagged(tonic::Code::Unavailable, "not-serving");
+                st.metadata_mut()
+                    .insert(client::retry::OUTCOME_KEY, "none".parse().unwrap());
+                return Err(st);
+            }
             Some(Fault::NotServingBefore) => {
                 return Err(tagged(tonic::Code::Unavailable, "not-serving"))
             }
