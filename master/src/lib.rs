@@ -78,8 +78,6 @@
 //!   survives is found and unloaded at the next reconciliation.
 //! - No garbage collection of SSTables and log segments yet (the issue asks for it).
 //! - No status page or metrics yet; `Status` over gRPC only.
-//! - TODO(tablet::pb): the tablet server's protocol is compiled here from
-//!   `tablet/proto/tablet.proto` (module [`tpb`]) until the `tablet` crate exports it.
 
 #![warn(missing_docs)]
 
@@ -102,11 +100,8 @@ pub mod pb {
     tonic::include_proto!("quarry.master.v1");
 }
 
-/// The tablet server's protocol (compiled here until `tablet` exports it).
-#[allow(missing_docs, clippy::all)]
-pub mod tpb {
-    tonic::include_proto!("quarry.tablet.v1");
-}
+/// The tablet server's protocol (`tablet::pb`), as the master uses it.
+pub use tablet::pb as tpb;
 
 pub use error::{Error, Result};
 pub use master::{run, MasterConfig};
