@@ -72,11 +72,8 @@ pub mod error;
 pub mod retry;
 pub mod scan;
 
-/// The tablet server's protobuf types. TEMPORARY: compiled here until `tablet::pb` exists.
-#[allow(missing_docs, clippy::all)]
-pub mod pb {
-    tonic::include_proto!("quarry.tablet.v1");
-}
+/// The tablet server's protobuf types.
+pub use tablet::pb;
 
 /// The master's protobuf types (admin requests and answers).
 pub use master::pb as admin_pb;
