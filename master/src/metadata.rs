@@ -84,7 +84,9 @@ impl MetaAccess<'_> {
             kind: Some(tpb::mutation::Kind::SetCell(tpb::mutation::SetCell {
                 family: FAMILY.to_string(),
                 qualifier: QUALIFIER.to_vec(),
-                timestamp: tablet::SERVER_TIMESTAMP,
+                // Timestamp 0: the newest write wins by sequence number, whatever the
+                // clocks (see tablet::meta::record_mutation).
+                timestamp: 0,
                 value: rec.to_json(),
             })),
         };

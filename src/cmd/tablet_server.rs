@@ -50,6 +50,12 @@ pub struct TabletServerArgs {
     /// How often to check that the server file still exists, in milliseconds.
     #[arg(long, default_value_t = 500)]
     check_interval_ms: u64,
+    /// Split a tablet whose SSTables pass this many bytes.
+    #[arg(long, default_value_t = 256 << 20)]
+    split_bytes: u64,
+    /// How often tablet sizes are checked for splitting, in milliseconds.
+    #[arg(long, default_value_t = 5000)]
+    split_check_ms: u64,
 }
 
 /// Runs `quarry tablet-server`.
@@ -75,6 +81,8 @@ pub fn tablet_server(a: TabletServerArgs) -> anyhow::Result<()> {
         },
         cache_bytes: a.cache_bytes,
         check_interval: Duration::from_millis(a.check_interval_ms),
+        split_bytes: a.split_bytes,
+        split_check: Duration::from_millis(a.split_check_ms),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

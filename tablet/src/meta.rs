@@ -156,6 +156,50 @@ pub struct TableInfo {
     pub schema: Schema,
 }
 
+/// The mutation that writes `rec` into its METADATA row. Records are written at timestamp
+/// 0, so the newest write wins by sequence number and no server's wall clock matters.
+pub fn record_mutation(rec: &TabletRecord) -> crate::Mutation {
+    crate::Mutation::set(FAMILY, QUALIFIER, 0, &rec.to_json())
+}
+
+/// Allocates `n` consecutive ids from the counter file [`IDS_PATH`] by compare-and-set on
+/// its content generation (retrying on a lost race), fenced by the caller's sequencer;
+/// returns the first. Ids start at 1 (0 is METADATA's).
+pub async fn allocate_ids(
+    c: &lockservice::client::Client,
+    n: u64,
+    fence: &lockservice::state::Sequencer,
+) -> Result<u64, lockservice::Error> {
+    match c.create(IDS_PATH, false, b"1").await {
+        Ok(_) | Err(lockservice::Error::AlreadyExists(_)) => {}
+        Err(e) => return Err(e),
+    }
+    loop {
+        let (content, meta) = c.read(IDS_PATH).await?;
+        let text = String::from_utf8_lossy(&content);
+        let next: u64 = text.trim().parse().map_err(|_| {
+            lockservice::Error::InvalidArgument(format!("{IDS_PATH} holds {text:?}, not an id"))
+        })?;
+        let next = next.max(1);
+        let after = next
+            .checked_add(n)
+            .ok_or_else(|| lockservice::Error::InvalidArgument(format!("{IDS_PATH} overflows")))?;
+        let w = c
+            .write(
+                IDS_PATH,
+                after.to_string().as_bytes(),
+                Some(meta.content_generation),
+                Some(fence),
+            )
+            .await;
+        match w {
+            Ok(_) => return Ok(next),
+            Err(lockservice::Error::FailedPrecondition(_)) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

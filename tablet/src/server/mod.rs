@@ -23,6 +23,7 @@
 
 pub mod convert;
 mod service;
+mod split;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -70,6 +71,10 @@ pub struct ServerConfig {
     pub cache_bytes: u64,
     /// How often the server checks that its server file still exists.
     pub check_interval: Duration,
+    /// Split a tablet whose SSTables pass this many bytes.
+    pub split_bytes: u64,
+    /// How often tablet sizes are checked against `split_bytes`.
+    pub split_check: Duration,
 }
 
 /// A loaded tablet and what the master said about it.
@@ -90,7 +95,11 @@ pub(crate) struct Shared {
     pub options: TabletOptions,
     pub tablets: RwLock<BTreeMap<TabletId, Arc<Loaded>>>,
     pub session: Arc<Session>,
+    /// This server's file in the lock service (it holds the file's lock).
+    pub server_path: String,
     pub client: Client,
+    /// Makes `run` return (the process exits) with the reason.
+    pub stop: tokio::sync::mpsc::Sender<String>,
     /// Cleared for good when the lease is lost or the server file disappears.
     pub serving: AtomicBool,
     /// The newest master lock generation seen; lower ones are stale.
@@ -110,10 +119,12 @@ impl Shared {
         true
     }
 
-    /// Stops serving every tablet (without flushing: the log holds their data).
+    /// Stops serving every tablet (without flushing: the log holds their data) and makes
+    /// the server exit, so its session ends and the master reassigns its tablets.
     pub fn stop_serving(&self, why: &str) {
         if self.serving.swap(false, Ordering::SeqCst) {
             tracing::error!(server = self.id, "stopping: {why}");
+            let _ = self.stop.try_send(why.to_string());
         }
     }
 }
@@ -193,6 +204,7 @@ pub async fn run(cfg: ServerConfig) -> Result<()> {
             .await
             .map_err(|e| Error::Unavailable(e.to_string()))??
     };
+    let (stop_tx, mut stop_rx) = tokio::sync::mpsc::channel::<String>(4);
     let shared = Arc::new(Shared {
         id: id.clone(),
         addr: cfg.advertise.clone(),
@@ -203,7 +215,9 @@ pub async fn run(cfg: ServerConfig) -> Result<()> {
         options: cfg.tablet_options.clone(),
         tablets: RwLock::new(BTreeMap::new()),
         session: Arc::new(session),
+        server_path: path.clone(),
         client: client.clone(),
+        stop: stop_tx,
         serving: AtomicBool::new(true),
         master_generation: AtomicU64::new(0),
     });
@@ -212,8 +226,8 @@ pub async fn run(cfg: ServerConfig) -> Result<()> {
         addr = cfg.advertise,
         "tablet server registered"
     );
-    let (stop_tx, mut stop_rx) = tokio::sync::mpsc::channel::<String>(2);
-    spawn_guards(&shared, path, cfg.check_interval, stop_tx);
+    spawn_guards(&shared, path, cfg.check_interval);
+    tokio::spawn(Arc::clone(&shared).auto_split(cfg.split_bytes, cfg.split_check));
     let svc = pb::tablet_server::TabletServer::new(TabletService::new(Arc::clone(&shared)))
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
@@ -234,19 +248,11 @@ pub async fn run(cfg: ServerConfig) -> Result<()> {
 
 /// Stops serving (and makes `run` return) when the session is lost or the server file
 /// is deleted.
-fn spawn_guards(
-    shared: &Arc<Shared>,
-    path: String,
-    every: Duration,
-    stop: tokio::sync::mpsc::Sender<String>,
-) {
+fn spawn_guards(shared: &Arc<Shared>, path: String, every: Duration) {
     let s = Arc::clone(shared);
-    let tx = stop.clone();
     tokio::spawn(async move {
         s.session.lost().await;
-        let why = "lock-service session lost".to_string();
-        s.stop_serving(&why);
-        let _ = tx.send(why).await;
+        s.stop_serving("lock-service session lost");
     });
     let s = Arc::clone(shared);
     tokio::spawn(async move {
@@ -254,9 +260,7 @@ fn spawn_guards(
             tokio::time::sleep(every).await;
             match s.client.stat(&path).await {
                 Err(lockservice::Error::NotFound(_)) => {
-                    let why = format!("server file {path} deleted");
-                    s.stop_serving(&why);
-                    let _ = stop.send(why).await;
+                    s.stop_serving(&format!("server file {path} deleted"));
                     return;
                 }
                 Err(e) => tracing::warn!(server = s.id, "checking {path}: {e}"),

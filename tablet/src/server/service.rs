@@ -481,10 +481,12 @@ impl pb::tablet_server::Tablet for TabletService {
     ) -> Result<Response<pb::SplitTabletResponse>, Status> {
         let req = req.into_inner();
         self.check_master(&req.master).await?;
-        Err(Status::unimplemented(format!(
-            "SplitTablet of tablet {} is not implemented yet (see the tablet crate's caveats)",
-            req.tablet_id
-        )))
+        let ids = (req.left_id != 0 && req.right_id != 0).then_some((req.left_id, req.right_id));
+        let (left, right) = self.s.split(req.tablet_id, req.split_row, ids).await?;
+        Ok(Response::new(pb::SplitTabletResponse {
+            left: Some(left),
+            right: Some(right),
+        }))
     }
 
     async fn compact_tablet(

@@ -1,0 +1,247 @@
+//! Splitting a served tablet (Bigtable section 5.3): by request, or when it grows past
+//! the configured size.
+//!
+//! Order of the steps, each crash-safe:
+//! 1. the engine stops the parent's writes, flushes it and writes the children's manifests
+//!    (they share the parent's SSTables; nothing is copied); the parent's own manifest and
+//!    files are untouched, so until step 3 the parent is still the truth;
+//! 2. METADATA gets the left child's row `[start, mid)` (key `row_key(t, mid)`);
+//! 3. the parent's row `row_key(t, end)` is rewritten to describe the right child
+//!    `[mid, end)`: from here the children are the truth;
+//! 4. the children are loaded here (epoch 1) and the parent dropped.
+//!
+//! A crash between 2 and 3 leaves a row for the left child overlapping the parent's: the
+//! master rolls the split back (deletes the left child's row) once this server is dead, and
+//! the parent is reloaded from its untouched manifest. Both METADATA writes carry this
+//! server's lock sequencer. If a METADATA write fails, the server stops serving (the master
+//! then repairs as above) rather than guess which state METADATA is in.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tonic::Status;
+
+use super::convert::{mutations_to_pb, not_serving, status};
+use super::{sequencer_to_pb, Loaded, Shared};
+use crate::meta::{self, TabletRecord, ROOT_TABLET_PATH};
+use crate::pb;
+use crate::pb::tablet_client::TabletClient;
+use crate::split::ChildSpec;
+use crate::tablet::{Tablet, TabletConfig};
+use crate::types::TabletId;
+
+/// How long METADATA writes of a split are retried before the server gives up serving.
+const META_RETRY: Duration = Duration::from_secs(10);
+
+fn unavailable(what: &str, e: impl std::fmt::Display) -> Status {
+    Status::unavailable(format!("{what}: {e}"))
+}
+
+impl Shared {
+    /// Splits tablet `parent` at `split_row` (or its middle row); `ids` are the children's
+    /// ids (allocated here when `None`). Returns the children's descriptors.
+    pub(crate) async fn split(
+        self: &Arc<Self>,
+        parent: TabletId,
+        split_row: Option<Vec<u8>>,
+        ids: Option<(TabletId, TabletId)>,
+    ) -> Result<(pb::TabletDescriptor, pb::TabletDescriptor), Status> {
+        let loaded = self
+            .tablets
+            .read()
+            .get(&parent)
+            .cloned()
+            .ok_or_else(|| not_serving(format!("tablet {parent} is not served here")))?;
+        if loaded.desc.table_id == meta::METADATA_TABLE_ID {
+            return Err(Status::failed_precondition(
+                "METADATA's tablet never splits",
+            ));
+        }
+        let mid = match split_row {
+            Some(r) => r,
+            None => loaded.tablet.mid_row().ok_or_else(|| {
+                Status::failed_precondition(format!("tablet {parent} has too little data to split"))
+            })?,
+        };
+        let fence = self
+            .session
+            .sequencer(&self.server_path)
+            .await
+            .map_err(|e| unavailable("own sequencer", e))?;
+        let (left_id, right_id) = match ids {
+            Some(ids) => ids,
+            None => {
+                let first = meta::allocate_ids(&self.client, 2, &fence)
+                    .await
+                    .map_err(|e| unavailable("allocating tablet ids", e))?;
+                (first, first + 1)
+            }
+        };
+        let d = &loaded.desc;
+        let child = |id: TabletId, start: &[u8], end: &[u8]| pb::TabletDescriptor {
+            table: d.table.clone(),
+            table_id: d.table_id,
+            tablet_id: id,
+            start: start.to_vec(),
+            end: end.to_vec(),
+            dir: TabletRecord::dir_for(d.table_id, id),
+            schema_json: d.schema_json.clone(),
+        };
+        let left = child(left_id, &d.start, &mid);
+        let right = child(right_id, &mid, &d.end);
+        let (ls, rs) = (
+            ChildSpec {
+                id: left_id,
+                dir: left.dir.clone(),
+            },
+            ChildSpec {
+                id: right_id,
+                dir: right.dir.clone(),
+            },
+        );
+        let t = Arc::clone(&loaded.tablet);
+        let m = mid.clone();
+        tokio::task::spawn_blocking(move || t.split(&m, &ls, &rs))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(status)?;
+        tracing::info!(parent, left_id, right_id, "split: children written");
+        let fence_pb = sequencer_to_pb(&fence);
+        for desc in [&left, &right] {
+            let rec = self.record(desc);
+            if let Err(e) = self.write_metadata(&rec, &fence_pb).await {
+                self.stop_serving(&format!("METADATA write of a split failed: {e}"));
+                return Err(e);
+            }
+        }
+        self.tablets.write().remove(&parent);
+        for desc in [&left, &right] {
+            self.load_child(desc).await?;
+        }
+        tracing::info!(parent, left_id, right_id, "split committed");
+        Ok((left, right))
+    }
+
+    fn record(&self, d: &pb::TabletDescriptor) -> TabletRecord {
+        TabletRecord {
+            table: d.table.clone(),
+            table_id: d.table_id,
+            tablet_id: d.tablet_id,
+            start: d.start.clone(),
+            end: d.end.clone(),
+            dir: d.dir.clone(),
+            server_id: self.id.clone(),
+            server_addr: self.addr.clone(),
+            epoch: 1,
+        }
+    }
+
+    async fn load_child(&self, d: &pb::TabletDescriptor) -> Result<(), Status> {
+        let cfg = TabletConfig {
+            fs: Arc::clone(&self.fs),
+            root: self.root.clone(),
+            dir: d.dir.clone(),
+            id: d.tablet_id,
+            epoch: Some(1),
+            create: None,
+            schema: None,
+            log: Arc::clone(&self.log),
+            cache: Some(Arc::clone(&self.cache)),
+            options: self.options.clone(),
+        };
+        let tablet = tokio::task::spawn_blocking(move || Tablet::open(cfg))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(status)?;
+        self.tablets.write().insert(
+            d.tablet_id,
+            Arc::new(Loaded {
+                tablet: Arc::new(tablet),
+                desc: d.clone(),
+                epoch: 1,
+            }),
+        );
+        Ok(())
+    }
+
+    /// Writes one METADATA record through the server serving METADATA, fenced with this
+    /// server's sequencer; retried for a while (the write is idempotent).
+    async fn write_metadata(
+        &self,
+        rec: &TabletRecord,
+        fence: &pb::Sequencer,
+    ) -> Result<(), Status> {
+        let deadline = tokio::time::Instant::now() + META_RETRY;
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match self.try_write_metadata(rec, fence).await {
+                Ok(()) => return Ok(()),
+                Err(e) if tokio::time::Instant::now() + backoff < deadline => {
+                    tracing::warn!(
+                        tablet = rec.tablet_id,
+                        "METADATA write failed, retrying: {e}"
+                    );
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn try_write_metadata(
+        &self,
+        rec: &TabletRecord,
+        fence: &pb::Sequencer,
+    ) -> Result<(), Status> {
+        let (root, _) = self
+            .client
+            .read(ROOT_TABLET_PATH)
+            .await
+            .map_err(|e| unavailable("reading the METADATA location", e))?;
+        let root = TabletRecord::from_json(&root).map_err(Status::unavailable)?;
+        let mut c = TabletClient::connect(format!("http://{}", root.server_addr))
+            .await
+            .map_err(|e| unavailable("connecting to METADATA's server", e))?;
+        c.mutate_row(pb::MutateRowRequest {
+            tablet: Some(pb::TabletRef {
+                table: meta::METADATA_TABLE.into(),
+                tablet_id: meta::METADATA_TABLET_ID,
+            }),
+            row: rec.key(),
+            mutations: mutations_to_pb(&[meta::record_mutation(rec)]),
+            sequencer: Some(fence.clone()),
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Splits, every `every`, each served tablet whose SSTables passed `split_bytes`.
+    pub(crate) async fn auto_split(self: Arc<Self>, split_bytes: u64, every: Duration) {
+        loop {
+            tokio::time::sleep(every).await;
+            if !self.may_serve() {
+                return;
+            }
+            let big: Vec<TabletId> = self
+                .tablets
+                .read()
+                .values()
+                .filter(|l| l.desc.table_id != meta::METADATA_TABLE_ID)
+                .filter(|l| l.tablet.stats().sst_bytes >= split_bytes)
+                .map(|l| l.desc.tablet_id)
+                .collect();
+            for id in big {
+                match self.split(id, None, None).await {
+                    Ok((l, r)) => tracing::info!(
+                        tablet = id,
+                        left = l.tablet_id,
+                        right = r.tablet_id,
+                        "auto split"
+                    ),
+                    Err(e) => tracing::warn!(tablet = id, "auto split failed: {}", e.message()),
+                }
+            }
+        }
+    }
+}
