@@ -212,10 +212,14 @@ fn s6_fsync_eio_poisons_the_log_and_loses_nothing_acknowledged() {
         path: "/log/".into(),
         times: 1,
     });
+    wait_until("the fsync fault to fire", || {
+        fs.counters().faults_fired >= 1
+    });
+    ledger.stop.store(true, Ordering::SeqCst);
     for h in handles {
         h.join().unwrap();
     }
-    assert!(log.has_failed());
+    assert!(log.has_failed(), "a failed fsync must fail the log stop");
     let acked_at_failure = ledger.acked_len();
     let syncs_at_failure = fs.counters().syncs;
     // No later Ok, and the log never calls fsync again (which would now "succeed").
