@@ -22,6 +22,7 @@
 //!   not above the manifest's, and seals the logs it replays (rule 7).
 
 pub mod convert;
+pub mod ownership;
 mod service;
 mod split;
 
@@ -104,6 +105,8 @@ pub(crate) struct Shared {
     pub serving: AtomicBool,
     /// The newest master lock generation seen; lower ones are stale.
     pub master_generation: AtomicU64,
+    /// When this server served which tablet.
+    pub ownership: ownership::OwnershipLog,
 }
 
 impl Shared {
@@ -119,11 +122,30 @@ impl Shared {
         true
     }
 
+    /// Registers `l` as served (after its `start` is logged).
+    pub fn insert(&self, l: Loaded) {
+        self.ownership.start(l.desc.tablet_id, l.epoch);
+        self.tablets.write().insert(l.desc.tablet_id, Arc::new(l));
+    }
+
+    /// Stops serving tablet `id` (logging its `end`); returns it.
+    pub fn remove(&self, id: TabletId) -> Option<Arc<Loaded>> {
+        let l = self.tablets.write().remove(&id)?;
+        self.ownership.end(id, l.epoch, ownership::mono_ns());
+        Some(l)
+    }
+
     /// Stops serving every tablet (without flushing: the log holds their data) and makes
     /// the server exit, so its session ends and the master reassigns its tablets.
     pub fn stop_serving(&self, why: &str) {
         if self.serving.swap(false, Ordering::SeqCst) {
             tracing::error!(server = self.id, "stopping: {why}");
+            // The last instant anything was served: now, or the lease's end if earlier.
+            let last = ownership::mono_ns()
+                .min(ownership::instant_to_mono_ns(self.session.lease_deadline()));
+            for l in self.tablets.read().values() {
+                self.ownership.end(l.desc.tablet_id, l.epoch, last);
+            }
             let _ = self.stop.try_send(why.to_string());
         }
     }
@@ -220,6 +242,7 @@ pub async fn run(cfg: ServerConfig) -> Result<()> {
         stop: stop_tx,
         serving: AtomicBool::new(true),
         master_generation: AtomicU64::new(0),
+        ownership: ownership::OwnershipLog::open(&cfg.root, &id),
     });
     tracing::info!(
         server = id,

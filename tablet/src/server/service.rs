@@ -419,14 +419,11 @@ impl pb::tablet_server::Tablet for TabletService {
             table = desc.table,
             "serving"
         );
-        self.s.tablets.write().insert(
-            desc.tablet_id,
-            Arc::new(Loaded {
-                tablet: Arc::new(tablet),
-                desc,
-                epoch: req.epoch,
-            }),
-        );
+        self.s.insert(Loaded {
+            tablet: Arc::new(tablet),
+            desc,
+            epoch: req.epoch,
+        });
         Ok(Response::new(pb::LoadTabletResponse {}))
     }
 
@@ -436,7 +433,7 @@ impl pb::tablet_server::Tablet for TabletService {
     ) -> Result<Response<pb::UnloadTabletResponse>, Status> {
         let req = req.into_inner();
         self.check_master(&req.master).await?;
-        let Some(loaded) = self.s.tablets.write().remove(&req.tablet_id) else {
+        let Some(loaded) = self.s.remove(req.tablet_id) else {
             return Ok(Response::new(pb::UnloadTabletResponse {}));
         };
         let t = Arc::clone(&loaded.tablet);

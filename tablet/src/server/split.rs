@@ -114,7 +114,7 @@ impl Shared {
                 return Err(e);
             }
         }
-        self.tablets.write().remove(&parent);
+        self.remove(parent);
         for desc in [&left, &right] {
             self.load_child(desc).await?;
         }
@@ -153,14 +153,11 @@ impl Shared {
             .await
             .map_err(|e| Status::internal(e.to_string()))?
             .map_err(status)?;
-        self.tablets.write().insert(
-            d.tablet_id,
-            Arc::new(Loaded {
-                tablet: Arc::new(tablet),
-                desc: d.clone(),
-                epoch: 1,
-            }),
-        );
+        self.insert(Loaded {
+            tablet: Arc::new(tablet),
+            desc: d.clone(),
+            epoch: 1,
+        });
         Ok(())
     }
 
