@@ -437,6 +437,14 @@ impl Client {
             .unwrap_or_else(|_| Err(tonic::Status::deadline_exceeded("read timed out")))
     }
 
+    /// Reads one METADATA row where the lock service says METADATA is served (one attempt,
+    /// no retries): `Ok` when METADATA is being served.
+    pub async fn probe_metadata(&self) -> Result<()> {
+        *self.inner.root.lock() = None;
+        let deadline = Instant::now() + self.inner.cfg.attempt_timeout;
+        self.metadata_rows(0, &[], 1, deadline).await.map(|_| ())
+    }
+
     /// Every METADATA record of `table`, in row order (retrying until the deadline).
     pub async fn table_tablets(&self, table: &str) -> Result<Vec<TabletRecord>> {
         let table_id = self.table_id(table).await?;
