@@ -364,3 +364,22 @@ fn a_batch_of_records_is_one_append_with_the_same_bytes_as_single_adds() {
         fs.file_bytes(Path::new("/single")).unwrap()
     );
 }
+
+/// Pins the exact bytes of the format (docs/format/log.md, worked example).
+#[test]
+fn golden_bytes() {
+    let fs = FaultFs::new();
+    let path = Path::new("/golden");
+    let ends = write_log(&fs, path, &[b"hello".to_vec(), Vec::new()]);
+    assert_eq!(ends, vec![12, 19]);
+    let expected: Vec<u8> = [
+        0x9d, 0x23, 0xac, 0x8a, 0x05, 0x00, 0x01, b'h', b'e', b'l', b'l',
+        b'o', // FULL "hello"
+        0x1b, 0xdf, 0x05, 0xa5, 0x00, 0x00, 0x01, // FULL ""
+    ]
+    .to_vec();
+    assert_eq!(fs.file_bytes(path).unwrap(), expected);
+    // The example's third record: 40 000 bytes as FIRST (fills block 0) + LAST.
+    let mut w = LogWriter::new(fs.open_append(path).unwrap());
+    assert_eq!(w.add_record(&[0u8; 40_000]).unwrap(), 40_033);
+}

@@ -279,3 +279,27 @@ fn unsynced_mode_acknowledges_after_handing_to_the_os() {
     // Readable by another handle at once (flushed to the OS, not only buffered).
     assert_eq!(replay_all(&*fs, dir.path(), 9).len(), 100);
 }
+
+/// Pins the exact bytes of a segment (docs/format/commitlog.md, worked example).
+#[test]
+fn golden_segment_bytes() {
+    let fs = FaultFs::new();
+    let dir = PathBuf::from("/golden");
+    let log = CommitLog::open(fs.shared(), &dir, opts(64 << 20)).unwrap();
+    assert_eq!(
+        log.position(),
+        tablet::commitlog::LogPosition {
+            segment: 1,
+            offset: 27
+        }
+    );
+    let pos = log.append(7, b"put k=v").unwrap();
+    assert_eq!((pos.segment, pos.offset), (1, 49));
+    let mut expected = vec![0x44, 0x21, 0xdc, 0x42, 0x14, 0x00, 0x01];
+    expected.extend_from_slice(b"QRYCLOG\0");
+    expected.extend_from_slice(&[1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0]);
+    expected.extend_from_slice(&[0xc0, 0xc8, 0x39, 0x55, 0x0f, 0x00, 0x01]);
+    expected.extend_from_slice(&[7, 0, 0, 0, 0, 0, 0, 0]);
+    expected.extend_from_slice(b"put k=v");
+    assert_eq!(fs.file_bytes(&segment_path(&dir, 1)).unwrap(), expected);
+}
