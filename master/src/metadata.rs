@@ -78,8 +78,16 @@ impl MetaAccess<'_> {
         self.scan(RowRange::all()).await
     }
 
-    /// Writes `rec` at its row key (fenced).
+    /// Writes `rec` at its row key (fenced). The row is cleared in the same atomic
+    /// mutation, so the new record wins whatever timestamp the serving server's clock
+    /// gives it (METADATA moves between servers whose clocks may disagree; a deletion
+    /// marker hides every older change of the row regardless of timestamps).
     pub async fn put(&self, rec: &TabletRecord) -> Result<()> {
+        let clear = tpb::Mutation {
+            kind: Some(tpb::mutation::Kind::DeleteFromRow(
+                tpb::mutation::DeleteFromRow {},
+            )),
+        };
         let m = tpb::Mutation {
             kind: Some(tpb::mutation::Kind::SetCell(tpb::mutation::SetCell {
                 family: FAMILY.to_string(),
@@ -90,8 +98,12 @@ impl MetaAccess<'_> {
                 value: rec.to_json(),
             })),
         };
-        self.mutate(rec.key(), vec![m], &format!("put tablet {}", rec.tablet_id))
-            .await
+        self.mutate(
+            rec.key(),
+            vec![clear, m],
+            &format!("put tablet {}", rec.tablet_id),
+        )
+        .await
     }
 
     /// Deletes the row of `rec` (fenced).
