@@ -68,7 +68,7 @@ fn bench(c: &mut Criterion) {
             });
             let s = log.stats();
             eprintln!(
-                "{name}/threads/{threads}: {} records in {} batches ({:.1} records per fsync)",
+                "{name}/threads/{threads}: {} records in {} batches ({:.1} records per batch)",
                 s.records,
                 s.batches,
                 s.records as f64 / s.batches.max(1) as f64
