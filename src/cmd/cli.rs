@@ -88,51 +88,49 @@ pub struct MaybeTableArgs {
 /// The cbt-style commands.
 #[derive(Subcommand, Debug)]
 pub enum DataCommand {
-    /// Create a table: createtable <table> [families=f1:maxversions=1,f2] [splits=a,m]
+    /// Create a table: `createtable <table> [families=f1:maxversions=1,f2] [splits=a,m]`
     #[command(name = "createtable")]
     CreateTable(TableArgs),
-    /// List tables, or a table's families and GC policies: ls [table]
+    /// List tables, or a table's families and GC policies: `ls [table]`
     #[command(name = "ls")]
     Ls(MaybeTableArgs),
-    /// Add a column family: createfamily <table> <family>
+    /// Add a column family: `createfamily <table> <family>`
     #[command(name = "createfamily")]
     CreateFamily(RowArgs),
-    /// Set a family's GC policy: setgcpolicy <table> <family> (never | maxversions=N |
-    /// maxage=D) [(and|or) ...]
+    /// Set a family's GC policy: `setgcpolicy <table> <family> (never | maxversions=N | maxage=D) [(and|or) ...]`
     #[command(name = "setgcpolicy")]
     SetGcPolicy(RowArgs),
-    /// Write cells: set <table> <row> family:qualifier=value [family:qualifier@ts=value ...]
+    /// Write cells: `set <table> <row> family:qualifier=value [family:qualifier@ts=value ...]`
     #[command(name = "set")]
     Set(RowArgs),
-    /// Read a row: lookup <table> <row> [columns=f:q,f2] [cells-per-column=N]
+    /// Read a row: `lookup <table> <row> [columns=f:q,f2] [cells-per-column=N]`
     #[command(name = "lookup")]
     Lookup(RowArgs),
-    /// Read rows: read <table> [start=R] [end=R] [prefix=P] [columns=f:q,...] [count=N]
-    /// [cells-per-column=N]
+    /// Read rows: `read <table> [start=R] [end=R] [prefix=P] [columns=f:q,...] [count=N] [cells-per-column=N]`
     #[command(name = "read")]
     Read(TableArgs),
-    /// Count a table's rows: count <table> [start=R] [end=R] [prefix=P]
+    /// Count a table's rows: `count <table> [start=R] [end=R] [prefix=P]`
     #[command(name = "count")]
     Count(TableArgs),
-    /// Delete a row: deleterow <table> <row>
+    /// Delete a row: `deleterow <table> <row>`
     #[command(name = "deleterow")]
     DeleteRow(RowArgs),
-    /// Delete a table and its data: deletetable <table>
+    /// Delete a table and its data: `deletetable <table>`
     #[command(name = "deletetable")]
     DeleteTable(TableArgs),
-    /// List tablets with their ranges and servers: tablets [table]
+    /// List tablets with their ranges and servers: `tablets [table]`
     #[command(name = "tablets")]
     Tablets(MaybeTableArgs),
-    /// List tablet servers: servers
+    /// List tablet servers: `servers`
     #[command(name = "servers")]
     Servers(NoArgs),
-    /// Split the tablet holding a row, at that row: split <table> <row>
+    /// Split the tablet holding a row, at that row: `split <table> <row>`
     #[command(name = "split")]
     Split(RowArgs),
-    /// Compact every tablet of a table: compact <table> [major]
+    /// Compact every tablet of a table: `compact <table> [major]`
     #[command(name = "compact")]
     Compact(TableArgs),
-    /// Show the master's view of the cluster: status
+    /// Show the master's view of the cluster: `status`
     #[command(name = "status")]
     Status(NoArgs),
 }
