@@ -312,6 +312,8 @@ struct Gate {
     changed: Condvar,
     /// Every file sync call, whatever its outcome.
     sync_calls: AtomicU64,
+    /// The next sync to pass the gate panics (a bug in the I/O path).
+    panic_next: AtomicBool,
 }
 
 impl Gate {
@@ -332,6 +334,10 @@ impl Gate {
             self.changed.wait(&mut st);
         }
         st.1 -= 1;
+        drop(st);
+        if self.panic_next.swap(false, Ordering::SeqCst) {
+            panic!("injected panic inside fsync");
+        }
     }
 }
 
@@ -509,4 +515,22 @@ fn many_threads_on_real_files_get_distinct_ordered_positions() {
         let expected: Vec<Vec<u8>> = (0..40).map(|i| format!("{t}:{i}").into_bytes()).collect();
         assert_eq!(replay_all(&sstable::RealFs, dir.path(), t), expected);
     }
+}
+
+#[test]
+fn a_leader_that_panics_fails_its_followers_instead_of_hanging_them() {
+    let (fs, log, handles) = leader_parked_with_followers(4);
+    fs.gate.panic_next.store(true, Ordering::SeqCst);
+    fs.gate.set_closed(false);
+    let mut handles = handles.into_iter();
+    let leader = handles.next().unwrap().join();
+    assert!(leader.is_err(), "the leader's thread panicked");
+    for h in handles {
+        assert!(
+            h.join().unwrap().is_err(),
+            "a follower must get an error, not Ok"
+        );
+    }
+    assert!(log.has_failed());
+    assert!(log.append(1, b"later").is_err());
 }
