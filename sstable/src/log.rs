@@ -286,14 +286,17 @@ pub struct LogReader {
     torn: Option<u64>,
     /// Set at the clean end, a torn tail or corruption: no more records.
     done: bool,
-    /// A corruption already reported (repeated on later calls) or an argument error.
+    /// A corruption already reported (repeated on later calls), or a start past the end.
     error: Option<(u64, String)>,
+    /// A start past the limit: the caller's mistake.
+    invalid: Option<String>,
 }
 
 impl LogReader {
     /// A reader from `start` (0 or an offset a writer returned) that never reads at or past
     /// `limit` (a seal) and treats logical records longer than `max_record` as corruption.
-    /// A `start` past the end of the file (or past `limit`) is reported by the first
+    /// A `start` past `limit` (`InvalidArgument`) or past the end of the file (the bytes
+    /// expected there are gone: `Corruption`) is reported by the first
     /// [`LogReader::next_record`].
     pub fn new(
         file: Arc<dyn RandomAccessFile>,
@@ -303,12 +306,10 @@ impl LogReader {
     ) -> LogReader {
         let len = file.len();
         let end = limit.map_or(len, |l| l.min(len));
-        let error = if limit.is_some_and(|l| start > l) {
-            Some((
-                start,
-                format!("start offset {start} is past the limit {limit:?}"),
-            ))
-        } else if start > len {
+        let invalid = limit
+            .filter(|&l| start > l)
+            .map(|l| format!("start offset {start} is past the limit {l}"));
+        let error = if start > len {
             Some((
                 start,
                 format!("start offset {start} is past the end ({len} bytes)"),
@@ -328,6 +329,7 @@ impl LogReader {
             torn: None,
             done: false,
             error,
+            invalid,
         }
     }
 
@@ -336,6 +338,9 @@ impl LogReader {
     /// valid one, repeated on every later call. An I/O error leaves the reader where it
     /// was, so the call can be retried.
     pub fn next_record(&mut self) -> Result<Option<Vec<u8>>> {
+        if let Some(what) = &self.invalid {
+            return Err(Error::InvalidArgument(what.clone()));
+        }
         if let Some((offset, what)) = &self.error {
             return Err(Error::corruption(self.file.path(), *offset, what.clone()));
         }
