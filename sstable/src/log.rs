@@ -373,6 +373,11 @@ impl LogReader {
 
     /// `Some(offset)` once reading stopped at an incomplete or garbled tail: the offset
     /// where the torn logical record starts.
+    ///
+    /// To continue writing a log after reading it, truncate the file to
+    /// [`LogReader::end_offset`] whenever the file is longer, not only when this is
+    /// `Some`: a zero-filled tail reads as a clean end (`None`), and records appended after
+    /// those zeros would turn them into mid-log corruption.
     pub fn torn_tail(&self) -> Option<u64> {
         self.torn
     }
