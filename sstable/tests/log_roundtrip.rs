@@ -383,3 +383,29 @@ fn golden_bytes() {
     let mut w = LogWriter::new(fs.open_append(path).unwrap());
     assert_eq!(w.add_record(&[0u8; 40_000]).unwrap(), 40_033);
 }
+
+/// Why a continuing writer must truncate to `end_offset()`: zeros are a clean end only
+/// while nothing valid follows them.
+#[test]
+fn continuing_after_a_zero_tail_needs_a_truncate_to_end_offset() {
+    let fs = FaultFs::new();
+    let path = Path::new("/log");
+    let ends = write_log(&fs, path, &[payload(0, 100)]);
+    let mut f = fs.open_append(path).unwrap();
+    f.append(&[0u8; 64]).unwrap();
+    drop(f);
+    let (_, _, _, r) = read_all(&fs, path, 0, None);
+    assert_eq!((r.torn_tail(), r.end_offset()), (None, ends[0]));
+    // Appending after the zeros: the zeros become mid-log corruption.
+    let mut w = LogWriter::new(fs.open_append(path).unwrap());
+    w.add_record(b"after zeros").unwrap();
+    let mut r = LogReader::new(fs.open(path).unwrap(), 0, None, MAX);
+    r.next_record().unwrap().unwrap();
+    assert!(r.next_record().unwrap_err().is_corruption());
+    // Truncating to end_offset first keeps the log readable.
+    fs.truncate(path, ends[0]).unwrap();
+    let mut w = LogWriter::new(fs.open_append(path).unwrap());
+    w.add_record(b"after truncate").unwrap();
+    let (got, _, _, _) = read_all(&fs, path, 0, None);
+    assert_eq!(got, vec![payload(0, 100), b"after truncate".to_vec()]);
+}
