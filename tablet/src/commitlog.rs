@@ -205,7 +205,12 @@ impl CommitLog {
             )));
         }
         create_dir_durably(&*fs, dir)?;
-        let number = list_segments(&*fs, dir)?.last().map_or(1, |(n, _)| n + 1);
+        let number = match list_segments(&*fs, dir)?.last() {
+            None => 1,
+            Some((n, path)) => n
+                .checked_add(1)
+                .ok_or_else(|| Error::corruption(path, 0, "segment number cannot be followed"))?,
+        };
         let mut stats = CommitLogStats::default();
         let current = create_segment(&*fs, dir, number, &mut stats)?;
         let position = LogPosition {
@@ -359,7 +364,11 @@ impl CommitLog {
             old.writer.sync()?;
             stats.syncs += 1;
         }
-        create_segment(&*self.fs, &self.dir, old.number + 1, stats)
+        let next = old
+            .number
+            .checked_add(1)
+            .ok_or_else(|| Error::InvalidArgument("commit-log segment numbers exhausted".into()))?;
+        create_segment(&*self.fs, &self.dir, next, stats)
     }
 
     /// Where the next record will start: a redo point. Every acknowledged record ends at

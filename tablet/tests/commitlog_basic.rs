@@ -303,3 +303,12 @@ fn golden_segment_bytes() {
     expected.extend_from_slice(b"put k=v");
     assert_eq!(fs.file_bytes(&segment_path(&dir, 1)).unwrap(), expected);
 }
+
+#[test]
+fn a_last_segment_numbered_u64_max_is_an_error_not_an_overflow() {
+    let fs = FaultFs::new();
+    let dir = PathBuf::from("/log");
+    fs.create_dir_all(&dir).unwrap();
+    drop(fs.create(&segment_path(&dir, u64::MAX)).unwrap());
+    assert!(CommitLog::open(fs.shared(), &dir, opts(1024)).is_err());
+}
