@@ -193,6 +193,10 @@ fn s3_power_cuts_racing_concurrent_writers_lose_no_acknowledged_append() {
     check_recovery(&fs, &dir, &everything, writers);
     assert_eq!(fs.counters().power_cuts, rounds as u64);
     assert!(everything.acked_len() > rounds);
+    eprintln!(
+        "{rounds} power cuts, {} acknowledged appends, all replayed",
+        everything.acked_len()
+    );
 }
 
 #[test]
