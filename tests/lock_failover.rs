@@ -22,7 +22,7 @@ async fn leader_kill_then_write_succeeds_and_sessions_survive() {
     let mut acked = 0u64;
     let mut times = Vec::new();
     let mut leader = leader;
-    for trial in 0..3 {
+    for trial in 0..5 {
         c.kill(leader);
         let t0 = Instant::now();
         let value = format!("{}", trial + 1);
@@ -41,9 +41,16 @@ async fn leader_kill_then_write_succeeds_and_sessions_survive() {
         // The holder's session survived (its holding, hence its sequencer, is current).
         cl.check_sequencer(&seq).await.unwrap();
         c.start_replica(leader);
+        c.caught_up().await;
         leader = c.leader().await;
     }
-    eprintln!("leader kill -9 -> next successful write: {times:?}");
+    let mut sorted = times.clone();
+    sorted.sort();
+    eprintln!(
+        "leader kill -9 -> next successful write: p50 {:?} max {:?} (all {times:?})",
+        sorted[sorted.len() / 2],
+        sorted[sorted.len() - 1]
+    );
     for t in &times {
         assert!(*t < election_bound() * 2, "failover took {t:?}");
     }

@@ -76,8 +76,10 @@
 //!
 //! Session lease 3 s, KeepAlive every lease/3, client drift margin 1% and safety gap
 //! 50 ms, grace period one lease, lock-delay 1 s, Raft heartbeat 50 ms, replica `k`'s
-//! election timeout drawn from `[150 + 100k, 250 + 100k)` ms (disjoint windows: openraft
-//! 0.9 draws the timeout once per process, so equal windows could tie for ever), a
+//! election timeout drawn from `[150 + 50k, 200 + 50k)` ms (disjoint windows: openraft
+//! 0.9 draws the timeout once per process, so equal windows could tie for ever; after it
+//! has seen a leader, openraft also waits its leader lease, the window's end, so replica
+//! 1 of 3 starts an election 400-450 ms after the last heartbeat), a
 //! snapshot every 5000 entries keeping 1000 entries behind it, content ≤ 256 KiB, path
 //! ≤ 1024 bytes, client messages ≤ 256 KiB + 17 KiB, Raft messages ≤ 64 MiB.
 //!

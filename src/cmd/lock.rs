@@ -55,11 +55,12 @@ pub struct LockServerArgs {
     #[arg(long, default_value_t = 50)]
     heartbeat_ms: u64,
     /// Start of the election-timeout windows, milliseconds (replica k waits in
-    /// [base + k*width, base + (k+1)*width)).
+    /// [base + k*width, base + (k+1)*width); openraft adds its leader lease, the window's
+    /// end, after a leader was seen).
     #[arg(long, default_value_t = 150)]
     election_base_ms: u64,
     /// Width of each replica's election-timeout window, milliseconds.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 50)]
     election_width_ms: u64,
 }
 

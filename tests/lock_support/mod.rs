@@ -19,7 +19,7 @@ pub const LEASE: Duration = Duration::from_millis(1500);
 pub const LOCK_DELAY: Duration = Duration::from_millis(600);
 pub const HEARTBEAT: Duration = Duration::from_millis(50);
 pub const ELECTION_BASE: Duration = Duration::from_millis(150);
-pub const ELECTION_WIDTH: Duration = Duration::from_millis(100);
+pub const ELECTION_WIDTH: Duration = Duration::from_millis(50);
 
 /// A generous bound for one election: the slowest replica's window, several times over
 /// (a vote can split once, a loaded machine adds delays).
@@ -52,8 +52,8 @@ impl TestDir {
 
 impl Drop for TestDir {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("test failed: data and logs kept in {}", self.0.display());
+        if std::thread::panicking() || std::env::var_os("QUARRY_KEEP_TEST_DIR").is_some() {
+            eprintln!("data and logs kept in {}", self.0.display());
         } else {
             let _ = std::fs::remove_dir_all(&self.0);
         }
@@ -158,6 +158,31 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// Waits until every live replica has applied the leader's whole log (so a freshly
+    /// restarted replica is a real candidate before the next fault).
+    pub async fn caught_up(&self) {
+        let leader = self.leader().await;
+        let target = self
+            .client_of(leader)
+            .status()
+            .await
+            .unwrap()
+            .last_log_index;
+        for id in self.procs.keys() {
+            wait_for(
+                &format!("replica {id} to catch up"),
+                election_bound(),
+                || async {
+                    let st = self.client_of(*id).status().await.ok()?;
+                    (st.last_applied >= target).then_some(())
+                },
+            )
+            .await;
+        }
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         let ids: Vec<u64> = self.procs.keys().copied().collect();
@@ -184,8 +209,14 @@ pub fn signal(child: &Child, sig: &str) -> std::io::Result<()> {
         .arg(format!("-{sig}"))
         .arg(child.id().to_string())
         .status()?;
-    assert!(st.success(), "kill -{sig} failed");
-    Ok(())
+    if st.success() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!(
+            "kill -{sig} {} failed",
+            child.id()
+        )))
+    }
 }
 
 /// Polls `f` every 10 ms until it gives `Some` or `within` passes (then panics naming

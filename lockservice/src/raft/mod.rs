@@ -63,7 +63,7 @@ impl Default for RaftTiming {
         RaftTiming {
             heartbeat: Duration::from_millis(50),
             election_base: Duration::from_millis(150),
-            election_width: Duration::from_millis(100),
+            election_width: Duration::from_millis(50),
         }
     }
 }
