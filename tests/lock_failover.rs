@@ -8,7 +8,11 @@ mod lock_support;
 use std::time::Instant;
 
 use lock_support::*;
+use lockservice::client::SessionState;
 use lockservice::state::LockMode;
+
+/// Sessions holding a lock through every failover (RELIABILITY R9(b)).
+const HOLDERS: usize = 50;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_kill_then_write_succeeds_and_sessions_survive() {
@@ -18,6 +22,16 @@ async fn leader_kill_then_write_succeeds_and_sessions_survive() {
     cl.create("/f", false, b"0").await.unwrap();
     let s = cl.open_session("holder").await.unwrap();
     let seq = s.try_acquire("/f", LockMode::Exclusive).await.unwrap();
+    // R9(b): many sessions holding locks across every failover.
+    cl.create("/many", true, b"").await.unwrap();
+    let mut holders = Vec::new();
+    for i in 0..HOLDERS {
+        let path = format!("/many/{i}");
+        cl.create(&path, false, b"").await.unwrap();
+        let h = cl.open_session(&format!("h{i}")).await.unwrap();
+        let q = h.try_acquire(&path, LockMode::Exclusive).await.unwrap();
+        holders.push((h, q));
+    }
 
     let mut acked = 0u64;
     let mut times = Vec::new();
@@ -44,6 +58,13 @@ async fn leader_kill_then_write_succeeds_and_sessions_survive() {
         c.caught_up().await;
         leader = c.leader().await;
     }
+    // No session was lost: every holder's lease is valid and its holding current.
+    for (h, q) in &holders {
+        assert_ne!(h.state(), SessionState::Expired, "session {} lost", h.id());
+        cl.check_sequencer(q).await.unwrap();
+    }
+    let live = cl.sessions().await.unwrap().len();
+    assert_eq!(live, HOLDERS + 1);
     let mut sorted = times.clone();
     sorted.sort();
     eprintln!(
@@ -59,6 +80,7 @@ async fn leader_kill_then_write_succeeds_and_sessions_survive() {
 
     // kill -9 of every replica, then restart: nothing acknowledged is lost.
     drop(s);
+    drop(holders);
     let ids: Vec<u64> = c.procs.keys().copied().collect();
     for id in &ids {
         c.kill(*id);
