@@ -1,0 +1,117 @@
+//! T2, the zombie tablet server (RELIABILITY.md): SIGSTOP the server of a tablet for 3x
+//! its lease while clients keep writing, so the master moves the tablet; then SIGCONT.
+//! Pass: every acknowledged write reads back with its newest value (no loss, no stale
+//! read), the woken server answers `not-serving` instead of its old data, it exits, and
+//! the ownership logs show no two servers serving the tablet at the same time.
+
+#[path = "cluster_support/mod.rs"]
+mod cluster_support;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use client::{Client, ClientConfig, ColumnFamily, Mutation, ReadFilter};
+use cluster_support::*;
+use tablet::pb::tablet_client::TabletClient;
+
+async fn value(c: &Client, row: &str) -> Option<Vec<u8>> {
+    let f = ReadFilter::latest();
+    c.read_row("z", row.as_bytes(), &f).await.ok()?.map(|r| r.cells[0].value.clone())
+}
+
+#[test]
+fn cluster_zombie_tablet_server_never_serves_stale_data() {
+    let lock = Cluster::start("cluster-zombie", 3);
+    let dir = lock.dir.0.clone();
+    let root = dir.join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let lock_addrs = lock.addr_list().join(",");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(lock.leader());
+
+    let mut servers: BTreeMap<String, (Proc, String)> = BTreeMap::new();
+    for name in ["tsa", "tsb"] {
+        servers.insert(name.to_string(), tablet_server(&dir, &root, &lock_addrs, name, &[]));
+    }
+    let (_m, _) = master(&dir, &root, &lock_addrs, "master");
+    let mut cfg = ClientConfig::new(lock.addr_list());
+    cfg.operation_timeout = start_bound();
+    let c = Client::new(cfg).unwrap();
+    rt.block_on(wait_for("two servers registered", start_bound(), || async {
+        c.list_servers().await.ok().filter(|s| s.len() == 2)
+    }));
+    let cf = ColumnFamily { name: "cf".into(), gc_policy: "maxversions=1".into(), locality_group: String::new() };
+    rt.block_on(c.create_table("z", vec![cf], vec![])).unwrap();
+    let rows: Vec<String> = (0..20).map(|i| format!("row{i:02}")).collect();
+    let mut acked: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    for r in &rows {
+        let v = format!("{r}-v0").into_bytes();
+        rt.block_on(c.mutate_row("z", r.as_bytes(), vec![Mutation::set("cf", b"q", 0, &v)])).unwrap();
+        acked.insert(r.clone(), v);
+    }
+
+    // Pause the server of the table's tablet.
+    let tablets = rt.block_on(c.list_tablets(Some("z"))).unwrap();
+    let victim_id = tablets[0].server_id.clone();
+    let victim_name = victim_id.split('-').next().unwrap().to_string();
+    let (victim, victim_addr) = servers.remove(&victim_name).unwrap();
+    signal(&victim.0, "STOP").unwrap();
+    let paused = Instant::now();
+
+    // Clients keep writing: each write succeeds once the tablet moved.
+    for (n, r) in rows.iter().enumerate() {
+        let v = format!("{r}-v1-{n}").into_bytes();
+        rt.block_on(c.mutate_row("z", r.as_bytes(), vec![Mutation::set("cf", b"q", 0, &v)]))
+            .unwrap_or_else(|e| panic!("write of {r} after the pause failed: {e}"));
+        acked.insert(r.clone(), v);
+    }
+    let moved_after = paused.elapsed();
+    eprintln!("tablet served elsewhere {moved_after:?} after the pause");
+    let now_moved = rt.block_on(c.list_tablets(Some("z"))).unwrap();
+    assert_ne!(now_moved[0].server_id, victim_id, "the tablet moved");
+
+    // Keep the zombie stopped for 3x its lease in all, then wake it.
+    while paused.elapsed() < LEASE * 3 {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    signal(&victim.0, "CONT").unwrap();
+
+    // The woken server must not answer from its old state.
+    let stale = rt.block_on(async {
+        let mut t = TabletClient::connect(format!("http://{victim_addr}")).await.ok()?;
+        let req = tablet::pb::ReadRowsRequest {
+            tablet: Some(tablet::pb::TabletRef { table: "z".into(), tablet_id: tablets[0].tablet_id }),
+            rows: vec![rows[0].as_bytes().to_vec()],
+            ..Default::default()
+        };
+        let mut s = t.read_rows(req).await.ok()?.into_inner();
+        s.message().await.ok().flatten()
+    });
+    assert!(
+        stale.as_ref().is_none_or(|m| m.rows.is_empty()),
+        "the zombie served a read after its lease: {stale:?}"
+    );
+
+    // It exits on its own (lost session or deleted server file).
+    let mut victim = victim;
+    let deadline = Instant::now() + LEASE * 4;
+    let exited = loop {
+        if let Some(st) = victim.0.try_wait().unwrap() {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "the zombie did not exit within {:?}", LEASE * 4);
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    eprintln!("zombie exited with {exited}");
+
+    // No acknowledged write lost, no stale value.
+    for (r, v) in &acked {
+        assert_eq!(rt.block_on(value(&c, r)).as_ref(), Some(v), "row {r}");
+    }
+
+    // No two servers ever served the tablet at once.
+    let intervals = ownership_intervals(&root);
+    assert!(intervals.iter().any(|i| i.server == victim_id), "{intervals:?}");
+    let bad = overlaps(&intervals, &BTreeMap::new());
+    assert!(bad.is_empty(), "overlapping ownership: {bad:#?}");
+}
