@@ -36,6 +36,8 @@ fn cluster_zombie_tablet_server_never_serves_stale_data() {
     let (_m, _) = master(&dir, &root, &lock_addrs, "master");
     let mut cfg = ClientConfig::new(lock.addr_list());
     cfg.operation_timeout = start_bound();
+    // A stopped server keeps its connections open: give up on an attempt after a lease.
+    cfg.attempt_timeout = LEASE;
     let c = Client::new(cfg).unwrap();
     rt.block_on(wait_for("two servers registered", start_bound(), || async {
         c.list_servers().await.ok().filter(|s| s.len() == 2)
