@@ -16,7 +16,10 @@ use tablet::pb::tablet_client::TabletClient;
 
 async fn value(c: &Client, row: &str) -> Option<Vec<u8>> {
     let f = ReadFilter::latest();
-    c.read_row("z", row.as_bytes(), &f).await.ok()?.map(|r| r.cells[0].value.clone())
+    c.read_row("z", row.as_bytes(), &f)
+        .await
+        .ok()?
+        .map(|r| r.cells[0].value.clone())
 }
 
 #[test]
@@ -31,7 +34,10 @@ fn cluster_zombie_tablet_server_never_serves_stale_data() {
 
     let mut servers: BTreeMap<String, (Proc, String)> = BTreeMap::new();
     for name in ["tsa", "tsb"] {
-        servers.insert(name.to_string(), tablet_server(&dir, &root, &lock_addrs, name, &[]));
+        servers.insert(
+            name.to_string(),
+            tablet_server(&dir, &root, &lock_addrs, name, &[]),
+        );
     }
     let (_m, _) = master(&dir, &root, &lock_addrs, "master");
     let mut cfg = ClientConfig::new(lock.addr_list());
@@ -39,16 +45,23 @@ fn cluster_zombie_tablet_server_never_serves_stale_data() {
     // A stopped server keeps its connections open: give up on an attempt after a lease.
     cfg.attempt_timeout = LEASE;
     let c = Client::new(cfg).unwrap();
-    rt.block_on(wait_for("two servers registered", start_bound(), || async {
-        c.list_servers().await.ok().filter(|s| s.len() == 2)
-    }));
-    let cf = ColumnFamily { name: "cf".into(), gc_policy: "maxversions=1".into(), locality_group: String::new() };
+    rt.block_on(wait_for(
+        "two servers registered",
+        start_bound(),
+        || async { c.list_servers().await.ok().filter(|s| s.len() == 2) },
+    ));
+    let cf = ColumnFamily {
+        name: "cf".into(),
+        gc_policy: "maxversions=1".into(),
+        locality_group: String::new(),
+    };
     rt.block_on(c.create_table("z", vec![cf], vec![])).unwrap();
     let rows: Vec<String> = (0..20).map(|i| format!("row{i:02}")).collect();
     let mut acked: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     for r in &rows {
         let v = format!("{r}-v0").into_bytes();
-        rt.block_on(c.mutate_row("z", r.as_bytes(), vec![Mutation::set("cf", b"q", 0, &v)])).unwrap();
+        rt.block_on(c.mutate_row("z", r.as_bytes(), vec![Mutation::set("cf", b"q", 0, &v)]))
+            .unwrap();
         acked.insert(r.clone(), v);
     }
 
@@ -80,9 +93,14 @@ fn cluster_zombie_tablet_server_never_serves_stale_data() {
 
     // The woken server must not answer from its old state.
     let stale = rt.block_on(async {
-        let mut t = TabletClient::connect(format!("http://{victim_addr}")).await.ok()?;
+        let mut t = TabletClient::connect(format!("http://{victim_addr}"))
+            .await
+            .ok()?;
         let req = tablet::pb::ReadRowsRequest {
-            tablet: Some(tablet::pb::TabletRef { table: "z".into(), tablet_id: tablets[0].tablet_id }),
+            tablet: Some(tablet::pb::TabletRef {
+                table: "z".into(),
+                tablet_id: tablets[0].tablet_id,
+            }),
             rows: vec![rows[0].as_bytes().to_vec()],
             ..Default::default()
         };
@@ -101,7 +119,11 @@ fn cluster_zombie_tablet_server_never_serves_stale_data() {
         if let Some(st) = victim.0.try_wait().unwrap() {
             break st;
         }
-        assert!(Instant::now() < deadline, "the zombie did not exit within {:?}", LEASE * 4);
+        assert!(
+            Instant::now() < deadline,
+            "the zombie did not exit within {:?}",
+            LEASE * 4
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     eprintln!("zombie exited with {exited}");
@@ -113,7 +135,10 @@ fn cluster_zombie_tablet_server_never_serves_stale_data() {
 
     // No two servers ever served the tablet at once.
     let intervals = ownership_intervals(&root);
-    assert!(intervals.iter().any(|i| i.server == victim_id), "{intervals:?}");
+    assert!(
+        intervals.iter().any(|i| i.server == victim_id),
+        "{intervals:?}"
+    );
     let bad = overlaps(&intervals, &BTreeMap::new());
     assert!(bad.is_empty(), "overlapping ownership: {bad:#?}");
 }

@@ -36,7 +36,13 @@ pub fn spawn(dir: &Path, log: &str, args: &[String]) -> Proc {
 }
 
 /// A tablet server named `name`; returns it and its address.
-pub fn tablet_server(dir: &Path, root: &Path, lock: &str, name: &str, extra: &[&str]) -> (Proc, String) {
+pub fn tablet_server(
+    dir: &Path,
+    root: &Path,
+    lock: &str,
+    name: &str,
+    extra: &[&str],
+) -> (Proc, String) {
     let addr = free_addr().to_string();
     let mut args: Vec<String> = [
         "tablet-server",
@@ -113,14 +119,26 @@ pub fn ownership_intervals(root: &Path) -> Vec<Interval> {
                 }
                 _ => {
                     if let Some(start) = open.remove(&key) {
-                        out.push(Interval { server: key.0, tablet: key.1, epoch: key.2, start, end: Some(t) });
+                        out.push(Interval {
+                            server: key.0,
+                            tablet: key.1,
+                            epoch: key.2,
+                            start,
+                            end: Some(t),
+                        });
                     }
                 }
             }
         }
     }
     for ((server, tablet, epoch), start) in open {
-        out.push(Interval { server, tablet, epoch, start, end: None });
+        out.push(Interval {
+            server,
+            tablet,
+            epoch,
+            start,
+            end: None,
+        });
     }
     out
 }
@@ -128,12 +146,20 @@ pub fn ownership_intervals(root: &Path) -> Vec<Interval> {
 /// Pairs of intervals in which two different servers served one tablet at once. An
 /// interval with no end (a killed process) counts as open until `killed_at` of its server
 /// if given, else forever.
-pub fn overlaps(intervals: &[Interval], killed_at: &BTreeMap<String, u64>) -> Vec<(Interval, Interval)> {
-    let end = |i: &Interval| i.end.or_else(|| killed_at.get(&i.server).copied()).unwrap_or(u64::MAX);
+pub fn overlaps(
+    intervals: &[Interval],
+    killed_at: &BTreeMap<String, u64>,
+) -> Vec<(Interval, Interval)> {
+    let end = |i: &Interval| {
+        i.end
+            .or_else(|| killed_at.get(&i.server).copied())
+            .unwrap_or(u64::MAX)
+    };
     let mut out = Vec::new();
     for (n, a) in intervals.iter().enumerate() {
         for b in &intervals[n + 1..] {
-            if a.tablet == b.tablet && a.server != b.server && a.start < end(b) && b.start < end(a) {
+            if a.tablet == b.tablet && a.server != b.server && a.start < end(b) && b.start < end(a)
+            {
                 out.push((a.clone(), b.clone()));
             }
         }
