@@ -11,7 +11,7 @@ use std::time::Duration;
 use lockservice::client::{Client, ClientConfig, SessionState};
 use lockservice::clock::MonotonicClock;
 use lockservice::lease::LeaseConfig;
-use lockservice::raft::RaftTiming;
+use lockservice::raft::{Compaction, RaftTiming};
 use lockservice::server::{Replica, ReplicaConfig};
 use lockservice::state::LockMode;
 use lockservice::Error;
@@ -40,6 +40,7 @@ fn free_addr() -> SocketAddr {
 }
 
 struct Group {
+    compaction: Compaction,
     dir: tempfile::TempDir,
     addrs: BTreeMap<u64, SocketAddr>,
     replicas: BTreeMap<u64, Replica>,
@@ -47,9 +48,14 @@ struct Group {
 
 impl Group {
     async fn start() -> Group {
+        Group::start_with(Compaction::default()).await
+    }
+
+    async fn start_with(compaction: Compaction) -> Group {
         let dir = tempfile::tempdir().unwrap();
         let addrs: BTreeMap<u64, SocketAddr> = (1..=3).map(|i| (i, free_addr())).collect();
         let mut g = Group {
+            compaction,
             dir,
             addrs,
             replicas: BTreeMap::new(),
@@ -80,6 +86,7 @@ impl Group {
                 lock_delay: LOCK_DELAY,
             },
             timing: timing(),
+            compaction: self.compaction,
         };
         let r = Replica::start(cfg, RealFs::shared(), Arc::new(MonotonicClock))
             .await
@@ -304,4 +311,63 @@ async fn a_client_cut_off_from_the_service_goes_through_jeopardy_to_expired() {
         .expect("lost() never resolved");
     assert_eq!(s.state(), SessionState::Expired);
     assert!(stopped.elapsed() >= LEASE / 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn snapshots_bound_the_log_and_bring_a_lagging_replica_up_to_date() {
+    let mut g = Group::start_with(Compaction {
+        snapshot_every: 40,
+        logs_to_keep: 5,
+    })
+    .await;
+    let leader = g.leader().await;
+    let lagging = (1..=3).find(|i| *i != leader).unwrap();
+    g.stop(lagging).await;
+    let c = g.client();
+    c.create("/d", true, b"").await.unwrap();
+    for i in 0..150u32 {
+        c.create(&format!("/d/{i}"), false, &i.to_le_bytes())
+            .await
+            .unwrap();
+    }
+    // The survivors snapshotted and purged: their logs hold far fewer than 150 entries.
+    for r in g.replicas.values() {
+        let m = wait_for("a purge", election_bound(), || async {
+            let m = r.raft().metrics().borrow().clone();
+            m.purged.is_some().then_some(m)
+        })
+        .await;
+        assert!(m.snapshot.is_some());
+    }
+    // The lagging replica comes back and can only catch up by installing a snapshot.
+    g.start_replica(lagging).await;
+    let target = g.replicas[&leader].raft().metrics().borrow().last_log_index;
+    let r = &g.replicas[&lagging];
+    wait_for(
+        "the lagging replica to catch up",
+        election_bound() * 4,
+        || async {
+            let m = r.raft().metrics().borrow().clone();
+            (m.last_applied.map(|l| l.index) >= target).then_some(())
+        },
+    )
+    .await;
+    assert!(
+        r.raft().metrics().borrow().snapshot.is_some(),
+        "caught up without a snapshot"
+    );
+    // Make it the only way to read: stop the others, restart them, read everything back.
+    for id in [1, 2, 3] {
+        g.stop(id).await;
+    }
+    for id in [1, 2, 3] {
+        g.start_replica(id).await;
+    }
+    g.leader().await;
+    let names = wait_for("a listing after restart", election_bound(), || async {
+        c.list("/d").await.ok()
+    })
+    .await;
+    assert_eq!(names.len(), 150);
+    assert_eq!(c.read("/d/149").await.unwrap().0, 149u32.to_le_bytes());
 }

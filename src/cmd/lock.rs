@@ -20,7 +20,7 @@ use clap::{Args, Subcommand};
 use lockservice::client::{Client, ClientConfig};
 use lockservice::clock::MonotonicClock;
 use lockservice::lease::LeaseConfig;
-use lockservice::raft::RaftTiming;
+use lockservice::raft::{Compaction, RaftTiming};
 use lockservice::server::{Replica, ReplicaConfig};
 use lockservice::state::{LockMode, Sequencer};
 
@@ -62,6 +62,12 @@ pub struct LockServerArgs {
     /// Width of each replica's election-timeout window, milliseconds.
     #[arg(long, default_value_t = 50)]
     election_width_ms: u64,
+    /// Take a snapshot every this many log entries.
+    #[arg(long, default_value_t = 5000)]
+    snapshot_every: u64,
+    /// Log entries kept behind a snapshot.
+    #[arg(long, default_value_t = 1000)]
+    logs_to_keep: u64,
 }
 
 /// `quarry lock ...`: look at and change the lock service.
@@ -185,6 +191,10 @@ pub fn lock_server(a: LockServerArgs) -> anyhow::Result<()> {
             heartbeat: Duration::from_millis(a.heartbeat_ms),
             election_base: Duration::from_millis(a.election_base_ms),
             election_width: Duration::from_millis(a.election_width_ms),
+        },
+        compaction: Compaction {
+            snapshot_every: a.snapshot_every,
+            logs_to_keep: a.logs_to_keep,
         },
     };
     runtime()?.block_on(async {

@@ -13,7 +13,8 @@
 //! ```
 //!
 //! Replaying the records in order rebuilds the vote, the purge point and the entries. When
-//! purged or truncated records outnumber live entries, the file is rewritten compactly
+//! purged or truncated records outnumber live entries (and number at least 64), the file
+//! is rewritten compactly
 //! (vote, purge point, live entries) as `log-(N+1).tmp`, synced, renamed to `log-(N+1)`,
 //! the directory synced, and `log-N` removed. A crash at any point leaves either the old or
 //! the new complete file as the highest-numbered one.
@@ -51,7 +52,7 @@ use crate::error::{Error, Result};
 /// content plus framing; membership entries are small).
 const MAX_RECORD: usize = 4 << 20;
 /// Rewrite the file when it holds this many dead records and more dead than live ones.
-const REWRITE_MIN_DEAD: usize = 2000;
+const REWRITE_MIN_DEAD: usize = 64;
 
 /// One record of the log file.
 #[derive(Debug, Serialize, Deserialize)]

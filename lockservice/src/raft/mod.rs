@@ -68,13 +68,27 @@ impl Default for RaftTiming {
     }
 }
 
-/// Log entries kept after a snapshot (for slow followers) and entries between snapshots.
-const LOGS_TO_KEEP: u64 = 1000;
-const SNAPSHOT_EVERY: u64 = 5000;
+/// When snapshots are taken and how much log stays behind them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Compaction {
+    /// Take a snapshot after this many entries since the last one.
+    pub snapshot_every: u64,
+    /// Entries kept in the log behind a snapshot (so slow followers need no snapshot).
+    pub logs_to_keep: u64,
+}
+
+impl Default for Compaction {
+    fn default() -> Self {
+        Compaction {
+            snapshot_every: 5000,
+            logs_to_keep: 1000,
+        }
+    }
+}
 
 /// openraft's configuration for replica `id` (whose election window is disjoint from
 /// every other replica's: `id` is the window's index).
-pub fn raft_config(id: NodeId, t: RaftTiming) -> Result<openraft::Config> {
+pub fn raft_config(id: NodeId, t: RaftTiming, c: Compaction) -> Result<openraft::Config> {
     let ms = |d: Duration| d.as_millis() as u64;
     let min = ms(t.election_base) + id * ms(t.election_width);
     let cfg = openraft::Config {
@@ -82,9 +96,9 @@ pub fn raft_config(id: NodeId, t: RaftTiming) -> Result<openraft::Config> {
         heartbeat_interval: ms(t.heartbeat).max(1),
         election_timeout_min: min,
         election_timeout_max: min + ms(t.election_width).max(1),
-        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(SNAPSHOT_EVERY),
-        max_in_snapshot_log_to_keep: LOGS_TO_KEEP,
-        purge_batch_size: 256,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(c.snapshot_every.max(1)),
+        max_in_snapshot_log_to_keep: c.logs_to_keep,
+        purge_batch_size: (c.snapshot_every / 4).clamp(1, 256),
         ..Default::default()
     };
     cfg.validate()

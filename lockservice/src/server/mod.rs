@@ -31,7 +31,7 @@ use crate::pb;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::{NetworkFactory, RaftService, MAX_RAFT_MESSAGE};
 use crate::raft::sm_store::{Shared, StateMachineStore};
-use crate::raft::{raft_config, NodeId, Raft, RaftTiming};
+use crate::raft::{raft_config, Compaction, NodeId, Raft, RaftTiming};
 use crate::state::{Applied, Command, Reply};
 
 pub use api::{LockApi, MAX_CLIENT_MESSAGE};
@@ -54,6 +54,8 @@ pub struct ReplicaConfig {
     pub lease: LeaseConfig,
     /// Heartbeat and election timing.
     pub timing: RaftTiming,
+    /// Snapshot policy.
+    pub compaction: Compaction,
 }
 
 /// A running replica.
@@ -129,7 +131,7 @@ impl Replica {
                 cfg.peers.keys().collect::<Vec<_>>()
             )));
         }
-        let raft_cfg = Arc::new(raft_config(cfg.id, cfg.timing)?);
+        let raft_cfg = Arc::new(raft_config(cfg.id, cfg.timing, cfg.compaction)?);
         let log = LogStore::open(fs.clone(), &cfg.data_dir.join("raft"))?;
         let sm = StateMachineStore::open(fs, &cfg.data_dir, LeaseTable::new(cfg.lease), clock)?;
         let shared = sm.shared.clone();
