@@ -274,7 +274,17 @@ impl Block {
     /// Checks the restart array of `data` (uncompressed contents of the block at `offset`
     /// of `file`).
     pub fn new(data: Vec<u8>, file: &Path, offset: u64) -> Result<Block> {
-        let bad = |what: String| Error::corruption(file, offset, what);
+        Block::with_name(data, Arc::from(file.display().to_string()), offset)
+    }
+
+    /// [`Block::new`] with the file's name already formatted (a table formats it once
+    /// instead of once per block read).
+    pub fn with_name(data: Vec<u8>, file: Arc<str>, offset: u64) -> Result<Block> {
+        let bad = |what: String| Error::Corruption {
+            file: file.to_string(),
+            offset,
+            what,
+        };
         if data.len() < 4 {
             return Err(bad(format!(
                 "block of {} bytes has no restart count",
@@ -304,7 +314,7 @@ impl Block {
             data,
             restarts_offset,
             num_restarts: num,
-            file: Arc::from(file.display().to_string()),
+            file,
             offset,
         })
     }

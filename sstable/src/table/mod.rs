@@ -28,6 +28,7 @@
 
 mod builder;
 mod format;
+mod index;
 mod reader;
 
 pub use builder::TableBuilder;

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::format::{decode_properties, Footer, FOOTER_SIZE};
+use super::index::Index;
 use super::TableInfo;
 use crate::block::{decode_block, Block, BlockHandle, BlockIter, BLOCK_TRAILER_SIZE};
 use crate::cache::{next_table_id, BlockCache};
@@ -38,7 +39,9 @@ pub struct Table {
     file: Arc<dyn RandomAccessFile>,
     cache: Option<Arc<BlockCache>>,
     /// (last key, handle) of every data block, in key order.
-    index: Vec<(Vec<u8>, BlockHandle)>,
+    index: Index,
+    /// The file's path as blocks name it in corruption errors (formatted once).
+    name: Arc<str>,
     filter: Filter,
     info: TableInfo,
     /// End of the data region (the filter block's offset).
@@ -176,14 +179,22 @@ impl Table {
             footer.index.offset,
         )?;
         let data_end = footer.filter.offset;
-        let index = decode_index(&path, footer.index.offset, index_block, data_end)?;
+        let index = Index::new(decode_index(
+            &path,
+            footer.index.offset,
+            index_block,
+            data_end,
+        )?);
         let props_at = footer.properties.offset;
         let mut info =
             decode_properties(&path, props_at, &read_stored(&*file, footer.properties)?)?;
         info.file_size = len;
         let agrees = info.data_blocks == index.len() as u64
             && (info.num_entries == 0) == index.is_empty()
-            && index.last().is_none_or(|(k, _)| *k == info.largest_key);
+            && index
+                .entries()
+                .last()
+                .is_none_or(|(k, _)| *k == info.largest_key);
         if !agrees {
             return Err(Error::corruption(
                 &path,
@@ -196,6 +207,7 @@ impl Table {
             file,
             cache,
             index,
+            name: Arc::from(path.display().to_string()),
             filter,
             info,
             data_end,
@@ -206,7 +218,7 @@ impl Table {
         };
         if pin_in_memory {
             let mut pinned = HashMap::with_capacity(table.index.len());
-            for (_, h) in &table.index {
+            for (_, h) in table.index.entries() {
                 pinned.insert(h.offset, table.read_block_from_file(*h)?);
             }
             table.pinned = Some(pinned);
@@ -246,13 +258,20 @@ impl Table {
     /// Approximate file offset where `key`'s entries would start: the offset of the data
     /// block that holds keys >= `key`, or the end of the data region.
     pub fn approximate_offset_of(&self, key: &[u8]) -> u64 {
-        let i = self.index.partition_point(|(k, _)| k[..] < *key);
-        self.index.get(i).map_or(self.data_end, |(_, h)| h.offset)
+        let i = self.index.find(key);
+        self.index
+            .entries()
+            .get(i)
+            .map_or(self.data_end, |(_, h)| h.offset)
     }
 
     /// The last key of every data block, in order (candidate split points).
     pub fn block_last_keys(&self) -> Vec<Vec<u8>> {
-        self.index.iter().map(|(k, _)| k.clone()).collect()
+        self.index
+            .entries()
+            .iter()
+            .map(|(k, _)| k.clone())
+            .collect()
     }
 
     /// Read counters so far.
@@ -269,12 +288,16 @@ impl Table {
         self.blocks_read.fetch_add(1, Ordering::Relaxed);
         self.bytes_read
             .fetch_add(h.size + BLOCK_TRAILER_SIZE as u64, Ordering::Relaxed);
-        Ok(Arc::new(Block::new(data, self.file.path(), h.offset)?))
+        Ok(Arc::new(Block::with_name(
+            data,
+            Arc::clone(&self.name),
+            h.offset,
+        )?))
     }
 
     /// The data block at index position `i`, from the pinned set, the cache or the file.
     fn data_block(&self, i: usize) -> Result<Arc<Block>> {
-        let h = self.index[i].1;
+        let h = self.index.handle(i);
         if let Some(b) = self.pinned.as_ref().and_then(|p| p.get(&h.offset)) {
             return Ok(Arc::clone(b));
         }
@@ -360,7 +383,7 @@ impl KvIter for TableIter {
     }
 
     fn seek(&mut self, target: &[u8]) -> Result<()> {
-        let i = self.table.index.partition_point(|(k, _)| k[..] < *target);
+        let i = self.table.index.find(target);
         // Same block as the current one: seek inside it without a cache lookup. The
         // block's last key is >= target, so the seek lands inside it.
         if let Some(data) = self.data.as_mut().filter(|_| self.block == i) {
