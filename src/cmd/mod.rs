@@ -7,6 +7,7 @@ pub mod cli;
 pub mod cli_admin;
 pub mod cli_data;
 pub mod cli_format;
+pub mod crash_writer;
 pub mod dev;
 pub mod lock;
 pub mod master;
@@ -22,6 +23,9 @@ pub enum Command {
     LockServer(lock::LockServerArgs),
     /// Looks at and changes the lock service (ls, cat, put, rm, lock, unlock, ...).
     Lock(lock::LockArgs),
+    /// The process the kill -9 crash test kills (see tests/chaos_engine_kill9.rs).
+    #[command(hide = true)]
+    CrashWriter(crash_writer::CrashWriterArgs),
     /// Runs a tablet server.
     TabletServer(tablet_server::TabletServerArgs),
     /// Runs a master (a standby until it holds the master lock).
@@ -51,6 +55,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Lock(a) => lock::lock(a),
         Command::Master(a) => master::master(a),
         Command::TabletServer(a) => tablet_server::tablet_server(a),
+        Command::CrashWriter(a) => crash_writer::run(a),
         Command::Dev(a) => dev::dev(a),
         Command::Data(c) => cli::run(c),
     }
