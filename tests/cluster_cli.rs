@@ -184,7 +184,10 @@ fn cluster_cli_end_to_end_and_restart() {
     let data = dir.0.join("data");
     let base = free_port_base();
     let rt = tokio::runtime::Runtime::new().unwrap();
+    let t0 = Instant::now();
     let dev = Dev::start(&data, base);
+    eprintln!("cluster_cli: cluster up in {:?}", t0.elapsed());
+    let t1 = Instant::now();
 
     // A table with split keys: three tablets.
     dev.cli(&[
@@ -318,9 +321,17 @@ fn cluster_cli_end_to_end_and_restart() {
     assert!(dev.cli(&["lookup", "users", "zrow"]).trim().is_empty());
 
     // Stop the whole cluster and start it again on the same data.
+    eprintln!(
+        "cluster_cli: CLI and library checks took {:?}",
+        t1.elapsed()
+    );
     drop(c);
+    let t2 = Instant::now();
     dev.stop();
+    eprintln!("cluster_cli: cluster stopped in {:?}", t2.elapsed());
+    let t3 = Instant::now();
     let dev = Dev::start(&data, base);
+    eprintln!("cluster_cli: cluster up again in {:?}", t3.elapsed());
     let c = dev.client();
     let rows = rt
         .block_on(
