@@ -128,24 +128,25 @@ impl Inner {
 
 /// Assembles rows from a merged iterator.
 pub(crate) struct RowReader<'a> {
+    inner: &'a Inner,
     schema: &'a Schema,
     snapshot: SeqNo,
     now: Timestamp,
-    what: String,
 }
 
 impl<'a> RowReader<'a> {
-    pub(crate) fn new(inner: &Inner, schema: &'a Schema, snapshot: SeqNo) -> Self {
+    pub(crate) fn new(inner: &'a Inner, schema: &'a Schema, snapshot: SeqNo) -> Self {
         RowReader {
+            inner,
             schema,
             snapshot,
             now: inner.now(),
-            what: format!("tablet {} in {}", inner.id, inner.dir),
         }
     }
 
     fn corrupt(&self, what: String) -> Error {
-        sstable::Error::corruption(&self.what, 0, what).into()
+        let name = format!("tablet {} in {}", self.inner.id, self.inner.dir);
+        sstable::Error::corruption(name, 0, what).into()
     }
 
     /// Reads the row the iterator is positioned at; `None` at the end or at `end_row`
