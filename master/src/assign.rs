@@ -4,8 +4,9 @@
 //! with `S` and epoch `e + 1` into METADATA (fenced), then `LoadTablet{T, e + 1}` on `S`.
 //! METADATA is written first, so every load's epoch is at most the recorded one and the
 //! next assignment's epoch is above every earlier load (DESIGN.md rule 7). A load that
-//! fails leaves the tablet unassigned in the master's view; the next tick retries with a
-//! higher epoch, on the then least-loaded server.
+//! fails leaves the tablet unassigned and held: it may still complete (a timeout, a lost
+//! reply), so it is retried (at a higher epoch, on the then least-loaded server) only
+//! after the next reconciliation has asked the server what it serves.
 
 use std::path::Path;
 
@@ -107,7 +108,12 @@ pub async fn assign(inner: &Inner, a: &mut Active, t: TabletId, server: &str) ->
         master: Some(a.fence.clone()),
     };
     inner.guard()?;
-    inner.conns.load(&s.info.addr, req).await?;
+    if let Err(e) = inner.conns.load(&s.info.addr, req).await {
+        // The load may still complete (a timeout, a lost reply): not retried elsewhere
+        // before the next reconciliation asks the server what it serves.
+        a.held.insert(t);
+        return Err(e);
+    }
     a.view.unassigned.remove(&t);
     tracing::info!(tablet = t, server = %s.info.id, epoch = new.epoch, "tablet assigned");
     Ok(())

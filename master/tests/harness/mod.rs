@@ -65,6 +65,7 @@ pub async fn lock_service(dir: &std::path::Path) -> (Replica, String) {
             election_base: Duration::from_millis(150),
             election_width: Duration::from_millis(100),
         },
+        compaction: Default::default(),
     };
     let r = Replica::start(cfg, RealFs::shared(), Arc::new(MonotonicClock))
         .await

@@ -1,0 +1,221 @@
+//! The master through real processes: 3 `quarry lock-server` replicas, 2 `quarry
+//! tablet-server`s and 2 `quarry master`s (one standby) on free loopback ports, sharing
+//! one data root. Creates a table with split keys and writes to every tablet; kill -9 the
+//! tablet server that serves METADATA: its tablets (METADATA's included) are served by
+//! the other within lease + lock-delay + replay + 2 s and every acknowledged write reads
+//! back; kill -9 the active master: the standby takes over within lease + lock-delay +
+//! 2 s with a newer lock generation, moves nothing that is served, and serves admin calls.
+//!
+//! Timeouts derive from the lease the cluster runs with; every wait is on a condition.
+
+#[path = "lock_support/mod.rs"]
+mod lock_support;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use client::{Client, ClientConfig, ColumnFamily, Mutation, ReadFilter, RowMutation};
+use lock_support::{free_addr, quarry, wait_for, Cluster, Proc, LEASE, LOCK_DELAY};
+use master::pb;
+use master::pb::master_client::MasterClient;
+
+/// How long replaying a small commit log may take on a loaded machine.
+const REPLAY: Duration = Duration::from_secs(1);
+
+/// The bound for a dead server's tablets to be served again.
+fn reassign_bound() -> Duration {
+    LEASE + LOCK_DELAY + REPLAY + Duration::from_secs(2)
+}
+
+/// Startup (elections, registration, take-over) on a cold machine.
+fn start_bound() -> Duration {
+    LEASE * 20
+}
+
+fn spawn(dir: &Path, log: &str, args: &[String]) -> Proc {
+    let out = std::fs::File::create(dir.join(log)).unwrap();
+    let child = Command::new(quarry())
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap();
+    Proc(child)
+}
+
+fn tablet_server(dir: &Path, root: &Path, lock: &str, name: &str) -> (Proc, String) {
+    let addr = free_addr().to_string();
+    let args: Vec<String> = vec![
+        "tablet-server".into(),
+        "--listen".into(),
+        addr.clone(),
+        "--data".into(),
+        root.display().to_string(),
+        "--lock".into(),
+        lock.into(),
+        "--name".into(),
+        name.into(),
+        "--check-interval-ms".into(),
+        "100".into(),
+    ];
+    (spawn(dir, &format!("{name}.log"), &args), addr)
+}
+
+fn master(dir: &Path, root: &Path, lock: &str, name: &str) -> (Proc, String) {
+    let addr = free_addr().to_string();
+    let args: Vec<String> = vec![
+        "master".into(),
+        "--listen".into(),
+        addr.clone(),
+        "--data".into(),
+        root.display().to_string(),
+        "--lock".into(),
+        lock.into(),
+        "--tick-ms".into(),
+        "100".into(),
+        "--scan-ms".into(),
+        "500".into(),
+    ];
+    (spawn(dir, &format!("{name}.log"), &args), addr)
+}
+
+/// The status `addr` answers as the active master, if it does.
+async fn status_of(addr: &str) -> Option<pb::StatusResponse> {
+    let mut c = MasterClient::connect(format!("http://{addr}")).await.ok()?;
+    c.status(pb::StatusRequest {})
+        .await
+        .ok()
+        .map(|r| r.into_inner())
+}
+
+fn rows() -> Vec<String> {
+    (b'a'..=b'z').map(|c| format!("{}row", c as char)).collect()
+}
+
+async fn all_rows_read_back(c: &Client) -> bool {
+    for r in rows() {
+        match c.read_row("t", r.as_bytes(), &ReadFilter::default()).await {
+            Ok(Some(row)) if row.cells.first().is_some_and(|x| x.value == r.as_bytes()) => {}
+            _ => return false,
+        }
+    }
+    true
+}
+
+#[test]
+fn cluster_master_failover_of_a_tablet_server_and_of_the_master() {
+    let lock = Cluster::start("cluster-master", 3);
+    let dir = lock.dir.0.clone();
+    let root = dir.join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let lock_addrs = lock.addr_list().join(",");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(lock.leader());
+
+    let mut servers = vec![
+        ("tsa-", tablet_server(&dir, &root, &lock_addrs, "tsa").0),
+        ("tsb-", tablet_server(&dir, &root, &lock_addrs, "tsb").0),
+    ];
+    let (mut m1, m1_addr) = master(&dir, &root, &lock_addrs, "master1");
+    let st1 = rt.block_on(wait_for(
+        "master1 active with 2 servers",
+        start_bound(),
+        || async {
+            status_of(&m1_addr)
+                .await
+                .filter(|s| s.servers.len() == 2 && s.unassigned == 0)
+        },
+    ));
+    let (_m2, m2_addr) = master(&dir, &root, &lock_addrs, "master2");
+
+    // A table with split keys; one write per row across its three tablets.
+    let mut cfg = ClientConfig::new(lock.addr_list());
+    cfg.operation_timeout = start_bound();
+    let c = Client::new(cfg).unwrap();
+    let created = rt
+        .block_on(c.create_table(
+            "t",
+            vec![ColumnFamily {
+                name: "cf".into(),
+                gc_policy: "maxversions=3".into(),
+                locality_group: String::new(),
+            }],
+            vec![b"g".to_vec(), b"p".to_vec()],
+        ))
+        .unwrap();
+    assert_eq!(created.tablets.len(), 3);
+    assert!(created.tablets.iter().all(|t| !t.server_id.is_empty()));
+    let batch: Vec<RowMutation> = rows()
+        .iter()
+        .map(|r| {
+            RowMutation::new(
+                r.as_bytes(),
+                vec![Mutation::set("cf", b"q", 1, r.as_bytes())],
+            )
+        })
+        .collect();
+    let acked = rt.block_on(c.mutate_rows("t", batch)).unwrap();
+    assert!(acked.iter().all(Result::is_ok), "{acked:?}");
+    assert!(rt.block_on(all_rows_read_back(&c)));
+
+    // kill -9 the server that serves METADATA (tsa or tsb, whichever got it).
+    let all = rt.block_on(c.list_tablets(None)).unwrap();
+    let meta_server = all
+        .iter()
+        .find(|t| t.tablet_id == 0)
+        .unwrap()
+        .server_id
+        .clone();
+    let v = servers
+        .iter()
+        .position(|(prefix, _)| meta_server.starts_with(prefix))
+        .unwrap();
+    let (_, mut victim) = servers.remove(v);
+    let survivor = servers[0].0;
+    let killed = Instant::now();
+    let _ = victim.0.kill();
+    let _ = victim.0.wait();
+    let recovered = rt.block_on(wait_for(
+        "every tablet on the survivor and every row readable",
+        reassign_bound() * 3,
+        || async {
+            let ts = c.list_tablets(None).await.ok()?;
+            let moved = ts.len() == 4 && ts.iter().all(|t| t.server_id.starts_with(survivor));
+            (moved && all_rows_read_back(&c).await).then(Instant::now)
+        },
+    ));
+    let took = recovered.duration_since(killed);
+    eprintln!(
+        "tablet server kill -9: tablets served again after {took:?} (bound {:?})",
+        reassign_bound()
+    );
+    assert!(took <= reassign_bound(), "took {took:?}");
+
+    // kill -9 the active master: the standby takes over and moves nothing.
+    let before = rt.block_on(c.list_tablets(None)).unwrap();
+    let killed = Instant::now();
+    let _ = m1.0.kill();
+    let _ = m1.0.wait();
+    let st2 = rt.block_on(wait_for("master2 active", start_bound(), || async {
+        status_of(&m2_addr).await
+    }));
+    let took = killed.elapsed();
+    eprintln!("master kill -9: standby active after {took:?}");
+    assert!(
+        took <= LEASE + LOCK_DELAY + Duration::from_secs(2),
+        "took {took:?}"
+    );
+    assert!(st2.lock_generation > st1.lock_generation);
+    assert_eq!((st2.tables, st2.tablets, st2.unassigned), (1, 3, 0));
+    let after = rt.block_on(c.list_tablets(None)).unwrap();
+    assert_eq!(after, before, "take-over moved served tablets");
+    // The client follows /quarry/master to the new master for admin calls.
+    let t2 = rt
+        .block_on(c.create_table("t2", vec![], vec![b"m".to_vec()]))
+        .unwrap();
+    assert_eq!(t2.tablets.len(), 2);
+    assert!(rt.block_on(all_rows_read_back(&c)));
+}
