@@ -83,6 +83,21 @@ pub(crate) struct Loaded {
     pub tablet: Arc<Tablet>,
     pub desc: pb::TabletDescriptor,
     pub epoch: Epoch,
+    /// Held by a split or an unload for its whole duration, so the two never interleave:
+    /// an unload that waited for a split finds the parent gone and says so, and the master
+    /// does not then reassign (and rewrite the METADATA row of) a tablet that was split.
+    pub busy: tokio::sync::Mutex<()>,
+}
+
+impl Loaded {
+    pub(crate) fn new(tablet: Tablet, desc: pb::TabletDescriptor, epoch: Epoch) -> Loaded {
+        Loaded {
+            tablet: Arc::new(tablet),
+            desc,
+            epoch,
+            busy: tokio::sync::Mutex::new(()),
+        }
+    }
 }
 
 /// Everything the service shares.
@@ -123,13 +138,13 @@ impl Shared {
     }
 
     /// Registers `l` as served (after its `start` is logged).
-    pub fn insert(&self, l: Loaded) {
+    pub(crate) fn insert(&self, l: Loaded) {
         self.ownership.start(l.desc.tablet_id, l.epoch);
         self.tablets.write().insert(l.desc.tablet_id, Arc::new(l));
     }
 
     /// Stops serving tablet `id` (logging its `end`); returns it.
-    pub fn remove(&self, id: TabletId) -> Option<Arc<Loaded>> {
+    pub(crate) fn remove(&self, id: TabletId) -> Option<Arc<Loaded>> {
         let l = self.tablets.write().remove(&id)?;
         self.ownership.end(id, l.epoch, ownership::mono_ns());
         Some(l)

@@ -419,11 +419,7 @@ impl pb::tablet_server::Tablet for TabletService {
             table = desc.table,
             "serving"
         );
-        self.s.insert(Loaded {
-            tablet: Arc::new(tablet),
-            desc,
-            epoch: req.epoch,
-        });
+        self.s.insert(Loaded::new(tablet, desc, req.epoch));
         Ok(Response::new(pb::LoadTabletResponse {}))
     }
 
@@ -433,9 +429,17 @@ impl pb::tablet_server::Tablet for TabletService {
     ) -> Result<Response<pb::UnloadTabletResponse>, Status> {
         let req = req.into_inner();
         self.check_master(&req.master).await?;
-        let Some(loaded) = self.s.remove(req.tablet_id) else {
-            return Ok(Response::new(pb::UnloadTabletResponse {}));
-        };
+        let missing = || not_serving(format!("tablet {} is not loaded here", req.tablet_id));
+        let loaded = self
+            .s
+            .tablets
+            .read()
+            .get(&req.tablet_id)
+            .cloned()
+            .ok_or_else(missing)?;
+        let _busy = loaded.busy.lock().await;
+        // A split may have replaced it while we waited.
+        let loaded = self.s.remove(req.tablet_id).ok_or_else(missing)?;
         let t = Arc::clone(&loaded.tablet);
         blocking(move || {
             t.close_for_writes();

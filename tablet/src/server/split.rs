@@ -153,11 +153,7 @@ impl Shared {
             .await
             .map_err(|e| Status::internal(e.to_string()))?
             .map_err(status)?;
-        self.insert(Loaded {
-            tablet: Arc::new(tablet),
-            desc: d.clone(),
-            epoch: 1,
-        });
+        self.insert(Loaded::new(tablet, d.clone(), 1));
         Ok(())
     }
 
