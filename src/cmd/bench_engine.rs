@@ -319,10 +319,12 @@ pub fn run(args: EngineArgs) -> Result<()> {
     );
     let mut results = Vec::new();
     let mut engine: Option<Engine> = None;
+    let mut written = WriteTotals::default();
     for name in &names {
         let fresh = name.starts_with("fill");
         if fresh || engine.is_none() {
             if let Some(e) = engine.take() {
+                written.add(&e);
                 close(e)?;
             }
             engine = Some(open_engine(&args, fresh)?);
@@ -348,11 +350,12 @@ pub fn run(args: EngineArgs) -> Result<()> {
         results.push(r);
     }
     if let Some(e) = engine {
-        let s = e.tablet.stats();
-        let wa = (s.flush_bytes + s.compaction_written) as f64 / (s.user_bytes.max(1)) as f64;
+        written.add(&e);
         println!(
-            "write amplification (SSTable bytes written / user bytes): {wa:.2}; SSTables {:?}",
-            s.sstables
+            "write amplification (SSTable bytes written / user bytes, all workloads): {:.2}; \
+             SSTables now {:?}",
+            written.amplification(),
+            e.tablet.stats().sstables
         );
         close(e)?;
     }
@@ -360,6 +363,26 @@ pub fn run(args: EngineArgs) -> Result<()> {
         write_json(path, &results)?;
     }
     Ok(())
+}
+
+/// Bytes written over every tablet a run opened, for write amplification summed over all
+/// workloads (as db_bench's statistics count them).
+#[derive(Default)]
+struct WriteTotals {
+    user: u64,
+    sstable: u64,
+}
+
+impl WriteTotals {
+    fn add(&mut self, e: &Engine) {
+        let s = e.tablet.stats();
+        self.user += s.user_bytes;
+        self.sstable += s.flush_bytes + s.compaction_written;
+    }
+
+    fn amplification(&self) -> f64 {
+        self.sstable as f64 / self.user.max(1) as f64
+    }
 }
 
 fn close(e: Engine) -> Result<()> {
