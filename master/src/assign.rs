@@ -53,7 +53,17 @@ pub async fn assign_root(inner: &Inner, a: &mut Active) -> Result<()> {
         ));
     };
     let server = a.view.servers[&server].clone();
-    let epoch = a.view.root.as_ref().map_or(0, |r| r.epoch) + 1;
+    // The root-tablet file is the authority on METADATA's epochs: read it again, so a
+    // view that missed it (a failed read at take-over) cannot reuse an old epoch.
+    inner.guard()?;
+    let recorded = ns::read_root(&inner.client).await?;
+    let epoch = recorded
+        .iter()
+        .chain(a.view.root.iter())
+        .map(|r| r.epoch)
+        .max()
+        .unwrap_or(0)
+        + 1;
     let rec = root_record(&server, epoch);
     inner.guard()?;
     ns::write_root(&inner.client, &rec, &a.seq).await?;

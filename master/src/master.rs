@@ -191,7 +191,13 @@ async fn lead(inner: Arc<Inner>) -> Result<()> {
             missing_since: Default::default(),
             held: Default::default(),
         };
-        crate::recover::take_over(&inner, &mut a).await?;
+        // A take-over that fails part way (a server or METADATA unreachable) is finished
+        // by the control loop's next reconciliation; only a lost mastership ends it.
+        match crate::recover::take_over(&inner, &mut a).await {
+            Err(e @ Error::LostMastership(_)) => return Err(e),
+            Err(e) => tracing::warn!("take-over incomplete, the control loop retries: {e}"),
+            Ok(()) => {}
+        }
         *g = Some(a);
     }
     let mut ticker = tokio::time::interval(inner.cfg.tick);

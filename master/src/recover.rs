@@ -166,6 +166,9 @@ async fn collect_reports(inner: &Inner, a: &Active) -> BTreeMap<String, Report> 
 pub async fn reconcile_full(inner: &Inner, a: &mut Active) -> Result<()> {
     inner.guard()?;
     let reports = collect_reports(inner, a).await;
+    if a.view.root.is_none() {
+        a.view.root = ns::read_root(&inner.client).await?;
+    }
     check_root(a, &reports);
     if a.view.root_unassigned {
         unload_stale_root(inner, a, &reports).await?;
