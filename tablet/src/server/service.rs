@@ -59,6 +59,19 @@ impl TabletService {
         Ok(loaded)
     }
 
+    /// The tablet of a single-row request that METADATA does not take (it takes only
+    /// fenced `MutateRow`).
+    fn find_user_row(&self, r: &Option<pb::TabletRef>, row: &[u8]) -> Result<Arc<Loaded>, Status> {
+        let loaded = self.find(r)?;
+        Self::check_row(&loaded, row)?;
+        if loaded.desc.table_id == METADATA_TABLE_ID {
+            return Err(Status::permission_denied(
+                "METADATA takes only fenced MutateRow",
+            ));
+        }
+        Ok(loaded)
+    }
+
     fn check_row(loaded: &Loaded, row: &[u8]) -> Result<(), Status> {
         if loaded.tablet.range().contains(row) {
             Ok(())
@@ -305,13 +318,7 @@ impl pb::tablet_server::Tablet for TabletService {
         req: Request<pb::CheckAndMutateRowRequest>,
     ) -> Result<Response<pb::CheckAndMutateRowResponse>, Status> {
         let req = req.into_inner();
-        let loaded = self.find(&req.tablet)?;
-        Self::check_row(&loaded, &req.row)?;
-        if loaded.desc.table_id == METADATA_TABLE_ID {
-            return Err(Status::permission_denied(
-                "METADATA takes only fenced MutateRow",
-            ));
-        }
+        let loaded = self.find_user_row(&req.tablet, &req.row)?;
         let pred = convert::filter(req.predicate)?;
         let yes = convert::mutations(req.true_mutations)?;
         let no = convert::mutations(req.false_mutations)?;
@@ -328,13 +335,7 @@ impl pb::tablet_server::Tablet for TabletService {
         req: Request<pb::ReadModifyWriteRowRequest>,
     ) -> Result<Response<pb::ReadModifyWriteRowResponse>, Status> {
         let req = req.into_inner();
-        let loaded = self.find(&req.tablet)?;
-        Self::check_row(&loaded, &req.row)?;
-        if loaded.desc.table_id == METADATA_TABLE_ID {
-            return Err(Status::permission_denied(
-                "METADATA takes only fenced MutateRow",
-            ));
-        }
+        let loaded = self.find_user_row(&req.tablet, &req.row)?;
         let rules = convert::rules(req.rules)?;
         let t = Arc::clone(&loaded.tablet);
         let row = req.row.clone();
