@@ -26,29 +26,43 @@ use crate::retry::{decide, describe, Decision};
 /// Rows buffered between the scan task and the consumer.
 const SCAN_BUFFER_ROWS: usize = 256;
 
-/// The rows of a scan, in key order. Dropping it stops the scan.
+/// Starts the scan task (deferred to the first poll, which runs inside a Tokio runtime,
+/// so a stream may be created anywhere).
+type Starter = Box<dyn FnOnce() + Send>;
+
+/// The rows of a scan, in key order. The scan starts when the stream is first polled;
+/// dropping the stream stops it.
 pub struct RowStream {
     rx: mpsc::Receiver<Result<Row>>,
+    start: Option<Starter>,
 }
 
 impl futures::Stream for RowStream {
     type Item = Result<Row>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.ensure_started();
         self.rx.poll_recv(cx)
     }
 }
 
 impl RowStream {
+    fn ensure_started(&mut self) {
+        if let Some(start) = self.start.take() {
+            start();
+        }
+    }
+
     /// The next row (`None` at the end of the scan).
     pub async fn next_row(&mut self) -> Option<Result<Row>> {
+        self.ensure_started();
         self.rx.recv().await
     }
 
     /// Every remaining row.
     pub async fn collect_rows(mut self) -> Result<Vec<Row>> {
         let mut out = Vec::new();
-        while let Some(r) = self.rx.recv().await {
+        while let Some(r) = self.next_row().await {
             out.push(r?);
         }
         Ok(out)
@@ -106,9 +120,10 @@ impl Client {
         rows_limit: u64,
     ) -> RowStream {
         let (tx, rx) = mpsc::channel(SCAN_BUFFER_ROWS);
-        match filter_to_pb(filter) {
+        let start: Option<Starter> = match filter_to_pb(filter) {
             Err(e) => {
                 let _ = tx.try_send(Err(e));
+                None
             }
             Ok(filter) => {
                 let st = ScanState {
@@ -120,10 +135,12 @@ impl Client {
                     tx,
                 };
                 let client = self.clone();
-                tokio::spawn(async move { client.run_scan(st).await });
+                Some(Box::new(move || {
+                    tokio::spawn(async move { client.run_scan(st).await });
+                }))
             }
-        }
-        RowStream { rx }
+        };
+        RowStream { rx, start }
     }
 
     async fn run_scan(&self, mut st: ScanState) {

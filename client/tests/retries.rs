@@ -353,3 +353,15 @@ async fn unknown_tables_are_not_found_and_samples_cover_every_tablet() {
         .collect();
     assert_eq!(ends, [(b"m".to_vec(), 100), (vec![], 200)]);
 }
+
+#[test]
+fn a_scan_may_be_created_outside_a_runtime_and_starts_when_polled() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let s = rt.block_on(Setup::start());
+    let c = s.client();
+    rt.block_on(write_letters(&c));
+    let stream = c.read_rows("t", RowRange::all(), &ReadFilter::default(), 3);
+    let rows = rt.block_on(stream.collect_rows()).unwrap();
+    assert_eq!(keys(&rows), ["a", "b", "c"]);
+    rt.block_on(async move { drop(s) });
+}

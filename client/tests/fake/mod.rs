@@ -24,7 +24,7 @@ use futures::Stream;
 use lockservice::client::{Client as LockClient, ClientConfig as LockConfig};
 use lockservice::clock::MonotonicClock;
 use lockservice::lease::LeaseConfig;
-use lockservice::raft::RaftTiming;
+use lockservice::raft::{Compaction, RaftTiming};
 use lockservice::server::{Replica, ReplicaConfig};
 use parking_lot::Mutex;
 use tablet::meta::{self, TableInfo, TabletRecord};
@@ -497,6 +497,7 @@ impl LockService {
                 lease: Duration::from_millis(1500),
                 lock_delay: Duration::from_millis(500),
             },
+            compaction: Compaction::default(),
             timing: RaftTiming {
                 heartbeat: Duration::from_millis(50),
                 election_base: Duration::from_millis(150),
