@@ -53,10 +53,9 @@
 //! - No request ids: a lost reply to a non-idempotent operation is reported, not resolved.
 //! - A `not-serving` answer is treated as "may have been applied" (the server may have
 //!   found its lease lapsed after the work) unless the server vouches otherwise with the
-//!   status metadata `quarry-outcome=none` ([`retry::OUTCOME_KEY`]). Until tablet servers
-//!   send it for requests refused before any work (tablet not loaded), a non-idempotent
-//!   operation racing a tablet move can fail with `OutcomeUnknown` although the old
-//!   server never touched the row.
+//!   status metadata `quarry-outcome=none` ([`retry::OUTCOME_KEY`]), which tablet servers
+//!   send for requests refused before any work (tablet not loaded here, wrong range), so
+//!   a non-idempotent operation racing a tablet move is retried safely.
 //! - Locations are cached until they fail; a table deleted and recreated under the same
 //!   name is noticed when its old tablets answer `not-serving`.
 //! - Channels to servers are kept for the client's lifetime (no idle eviction).

@@ -25,6 +25,19 @@ pub fn tagged(code: Code, tag: &'static str, msg: impl Into<String>) -> Status {
     s
 }
 
+/// The status metadata key saying whether a failed request may have taken effect.
+pub const OUTCOME_KEY: &str = "quarry-outcome";
+
+/// Marks a status as raised before the request did anything (`quarry-outcome=none`), so a
+/// client may retry even a non-idempotent request.
+pub fn not_run(mut s: Status) -> Status {
+    s.metadata_mut().insert(
+        OUTCOME_KEY,
+        tonic::metadata::MetadataValue::from_static("none"),
+    );
+    s
+}
+
 /// The server does not serve that tablet (or its lease lapsed): the client looks it up again.
 pub fn not_serving(msg: impl Into<String>) -> Status {
     tagged(Code::Unavailable, "not-serving", msg)

@@ -30,8 +30,13 @@ impl TabletService {
         TabletService { s }
     }
 
-    /// The loaded tablet a data request names, if this server may serve it.
+    /// The loaded tablet a data request names, if this server may serve it. Its errors
+    /// come before any work, so they say so (`quarry-outcome=none`).
     fn find(&self, r: &Option<pb::TabletRef>) -> Result<Arc<Loaded>, Status> {
+        self.find_inner(r).map_err(convert::not_run)
+    }
+
+    fn find_inner(&self, r: &Option<pb::TabletRef>) -> Result<Arc<Loaded>, Status> {
         let r = r
             .as_ref()
             .ok_or_else(|| Status::invalid_argument("request names no tablet"))?;
@@ -76,11 +81,11 @@ impl TabletService {
         if loaded.tablet.range().contains(row) {
             Ok(())
         } else {
-            Err(wrong_range(format!(
+            Err(convert::not_run(wrong_range(format!(
                 "row {:?} is outside tablet {}",
                 String::from_utf8_lossy(row),
                 loaded.desc.tablet_id
-            )))
+            ))))
         }
     }
 
