@@ -114,11 +114,15 @@
 //!   other builds ran), `quarry lock bench` gave 1 client p50 1.75 ms / p99 36.6 ms /
 //!   313 cycles/s but 8 clients only 173 cycles/s. A group-commit writer thread that
 //!   calls openraft's flush callback after one fsync per batch was tried and backed out:
-//!   in the snapshot test a restarted leader reported entries applied that its state
-//!   machine did not hold. Find out why before trying again.
+//!   the snapshot test then failed, but the cause was the restored-leader stale read
+//!   below (it failed with the inline writer too, intermittently); retrying the writer
+//!   thread is the next step.
 //! - openraft restores a replica whose persisted vote is its own committed vote as
-//!   leader on restart (it steps down when it learns a higher term); the lease table is
-//!   reset then too, which only ever lengthens leases.
+//!   leader on restart, without a new no-op entry and with its commit index known only
+//!   up to its last applied entry: its ReadIndex could miss entries committed before the
+//!   restart (the snapshot test caught a stale read this way). The read barrier therefore
+//!   also waits until the leader's whole log, as of the round's start, is applied. The
+//!   commit index is not persisted (`save_committed` is not implemented).
 //! - Non-idempotent client requests (create, write, delete, release, close) are retried
 //!   only after failures that prove they were not sent; an ambiguous failure is returned
 //!   to the caller, who must re-read.

@@ -12,6 +12,9 @@ use parking_lot::Mutex;
 use crate::error::{Error, Result};
 use crate::raft::Raft;
 
+/// Longest a round waits for the leader's log to be applied.
+const APPLY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// See the module doc.
 pub struct Barrier {
     raft: Raft,
@@ -54,8 +57,20 @@ impl Barrier {
             }
         }
         let round = self.started.fetch_add(1, Ordering::SeqCst) + 1;
+        // openraft may restore a restarted replica as leader of its old term without a
+        // new no-op entry, with a commit index known only up to its last applied entry;
+        // its read index would then miss entries committed before the restart. So also
+        // wait until everything in this leader's log at the start of the round is applied
+        // (a leader's own entries commit while it stays leader).
+        let last = self.raft.metrics().borrow().last_log_index;
         let result = match self.raft.ensure_linearizable().await {
-            Ok(_) => Ok(()),
+            Ok(_) => self
+                .raft
+                .wait(Some(APPLY_WAIT))
+                .applied_index_at_least(last, "read barrier")
+                .await
+                .map(|_| ())
+                .map_err(|e| Error::Unavailable(format!("log not applied in time: {e}"))),
             Err(e) => Err(match e.forward_to_leader() {
                 Some(f) => (self.not_leader)(f.leader_id),
                 None => Error::Unavailable(format!("leadership check failed: {e}")),
