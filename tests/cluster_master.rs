@@ -4,7 +4,9 @@
 //! tablet server that serves METADATA: its tablets (METADATA's included) are served by
 //! the other within lease + lock-delay + replay + 2 s and every acknowledged write reads
 //! back; kill -9 the active master: the standby takes over within lease + lock-delay +
-//! 2 s with a newer lock generation, moves nothing that is served, and serves admin calls.
+//! 2 s with a newer lock generation, moves nothing that is served, and serves admin calls;
+//! SIGSTOP that master past its lease: a third takes over, and the paused one, resumed,
+//! finds its session lost and exits with status 2 without having changed anything.
 //!
 //! Timeouts derive from the lease the cluster runs with; every wait is on a condition.
 
@@ -16,7 +18,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use client::{Client, ClientConfig, ColumnFamily, Mutation, ReadFilter, RowMutation};
-use lock_support::{free_addr, quarry, wait_for, Cluster, Proc, LEASE, LOCK_DELAY};
+use lock_support::{free_addr, quarry, signal, wait_for, Cluster, Proc, LEASE, LOCK_DELAY};
 use master::pb;
 use master::pb::master_client::MasterClient;
 
@@ -129,7 +131,7 @@ fn cluster_master_failover_of_a_tablet_server_and_of_the_master() {
                 .filter(|s| s.servers.len() == 2 && s.unassigned == 0)
         },
     ));
-    let (_m2, m2_addr) = master(&dir, &root, &lock_addrs, "master2");
+    let (mut m2, m2_addr) = master(&dir, &root, &lock_addrs, "master2");
 
     // A table with split keys; one write per row across its three tablets.
     let mut cfg = ClientConfig::new(lock.addr_list());
@@ -217,5 +219,31 @@ fn cluster_master_failover_of_a_tablet_server_and_of_the_master() {
         .block_on(c.create_table("t2", vec![], vec![b"m".to_vec()]))
         .unwrap();
     assert_eq!(t2.tablets.len(), 2);
+    assert!(rt.block_on(all_rows_read_back(&c)));
+
+    // SIGSTOP the active master past its lease: a new standby takes over; the paused one,
+    // resumed, exits with status 2 (lost session) and its view changes nothing.
+    let (_m3, m3_addr) = master(&dir, &root, &lock_addrs, "master3");
+    let before = rt.block_on(c.list_tablets(None)).unwrap();
+    signal(&m2.0, "STOP").unwrap();
+    let st3 = rt.block_on(wait_for("master3 active", start_bound(), || async {
+        status_of(&m3_addr).await
+    }));
+    assert!(st3.lock_generation > st2.lock_generation);
+    signal(&m2.0, "CONT").unwrap();
+    let code = rt.block_on(wait_for("the resumed master to exit", LEASE * 4, || {
+        let exited = m2.0.try_wait().unwrap();
+        async move { exited.map(|s| s.code()) }
+    }));
+    assert_eq!(
+        code,
+        Some(2),
+        "a master that lost its session exits with status 2"
+    );
+    let after = rt.block_on(c.list_tablets(None)).unwrap();
+    assert_eq!(
+        after, before,
+        "nothing moved across the pause and take-over"
+    );
     assert!(rt.block_on(all_rows_read_back(&c)));
 }

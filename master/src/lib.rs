@@ -82,9 +82,9 @@
 //!   passes the children's ids); splits the servers start by themselves are learnt at the
 //!   next reconciliation. Neither is exercised end to end yet (the server's split is not
 //!   written at the time of writing), nor is the repair of a real half-done split.
-//! - The multi-process test covers kill -9 of a tablet server and of the master; a paused
-//!   (SIGSTOP) master whose stale commands must be rejected (T4) relies on the tablet
-//!   server's sequencer check and is not tested here yet.
+//! - The multi-process test covers kill -9 of a tablet server and of the master, and a
+//!   SIGSTOPped master that exits on resume; that its commands in flight during the pause
+//!   are rejected relies on the tablet server's sequencer check and is not tested here.
 //! - Balancing counts tablets only (no sizes or load).
 
 #![warn(missing_docs)]
