@@ -57,14 +57,14 @@
 //! A failed fsync or manifest write fails the tablet stop ([`Error::Failed`]): it never
 //! retries the fsync and trusts it; reopening replays the log.
 //!
-//! ## The tablet server ([`server`])
-Serves loaded tablets over gRPC (`proto/tablet.proto`, generated as [`pb`]) under a
-lock-service lease, following DESIGN.md section 5: lease checked before and after every
-operation, fenced management and METADATA writes, exit when the session is lost or the
-server file is deleted, an ownership log of serving intervals for the no-overlap checker,
-and splits committed in METADATA ([`meta`]) in a crash-safe order.
-
-## Implementation caveats
+//! //! ## The tablet server ([`server`])
+//! Serves loaded tablets over gRPC (`proto/tablet.proto`, generated as [`pb`]) under a
+//! lock-service lease, following DESIGN.md section 5: lease checked before and after every
+//! operation, fenced management and METADATA writes, exit when the session is lost or the
+//! server file is deleted, an ownership log of serving intervals for the no-overlap checker,
+//! and splits committed in METADATA ([`meta`]) in a crash-safe order.
+//!
+//! ## Implementation caveats
 //! - Each tablet runs two background threads (flush, compaction); a server with thousands of
 //!   tablets wants a shared pool.
 //! - GC by `max_versions` is final: versions a compaction collected do not come back when a
