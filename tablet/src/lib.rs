@@ -57,7 +57,7 @@
 //! A failed fsync or manifest write fails the tablet stop ([`Error::Failed`]): it never
 //! retries the fsync and trusts it; reopening replays the log.
 //!
-//! //! ## The tablet server ([`server`])
+//! ## The tablet server ([`server`])
 //! Serves loaded tablets over gRPC (`proto/tablet.proto`, generated as [`pb`]) under a
 //! lock-service lease, following DESIGN.md section 5: lease checked before and after every
 //! operation, fenced management and METADATA writes, exit when the session is lost or the
