@@ -324,3 +324,27 @@ mod tests {
         assert_eq!(parse_name("MANIFEST-1-2"), None);
     }
 }
+
+#[cfg(test)]
+mod golden {
+    use super::*;
+
+    /// Pins the exact bytes of a manifest: a format change cannot go unnoticed.
+    #[test]
+    fn manifest_bytes_are_pinned() {
+        let mut s = ManifestState::new(7, RowRange::new(b"a", b""), Schema::with_families(["f"]));
+        s.epoch = 3;
+        s.flushed_seq = 42;
+        s.seals.insert("logs/s1/00000000000000000001.log".into(), 4096);
+        let bytes = encode(&s);
+        let body = br#"{"tablet_id":7,"epoch":3,"range":{"start":"61","end":""},"schema":{"families":{"f":{"gc":"never","locality_group":"default"}},"groups":{"default":{"in_memory":false}}},"flushed_seq":42,"next_file":1,"groups":{},"log_refs":[],"seals":{"logs/s1/00000000000000000001.log":4096}}"#;
+        assert_eq!(&bytes[..8], b"QMANIFST");
+        assert_eq!(&bytes[8..12], &1u32.to_le_bytes());
+        assert_eq!(&bytes[12..16], &(body.len() as u32).to_le_bytes());
+        assert_eq!(&bytes[16..20], &crc32fast::hash(body).to_le_bytes());
+        assert_eq!(
+            std::str::from_utf8(&bytes[20..]).unwrap(),
+            std::str::from_utf8(body).unwrap()
+        );
+    }
+}
