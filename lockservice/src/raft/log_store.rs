@@ -230,9 +230,13 @@ fn replay(fs: &dyn Fs, path: &Path, mem: &mut Mem) -> Result<usize> {
             }
         }
     }
-    if let Some(torn) = reader.torn_tail() {
-        tracing::warn!(path = %path.display(), offset = torn, "cutting a torn tail off the raft log");
-        fs.truncate(path, torn)?;
+    // Cut a torn tail, and also a zero-filled tail (a crash after the file grew but before
+    // its bytes were written reads as a clean end, not as a torn tail): later appends must
+    // follow the last complete record, or the next replay would find them after a hole.
+    let end = reader.torn_tail().unwrap_or_else(|| reader.end_offset());
+    if fs.file_size(path)? > end {
+        tracing::warn!(path = %path.display(), offset = end, "cutting a torn or zero tail off the raft log");
+        fs.truncate(path, end)?;
     }
     Ok(n)
 }
@@ -397,6 +401,34 @@ mod tests {
         let st = s.get_log_state().await.unwrap();
         assert_eq!(st.last_purged_log_id.map(|l| l.index), Some(3));
         assert_eq!(st.last_log_id.map(|l| l.index), Some(8));
+    }
+
+    #[tokio::test]
+    async fn a_zero_filled_tail_is_cut_off_so_later_records_are_not_stranded() {
+        let d = tempfile::tempdir().unwrap();
+        let recs: Vec<_> = (1..=5).map(|i| LogRecord::Entry(entry(1, i))).collect();
+        write_records(d.path(), 1, &recs);
+        let path = d.path().join(file_name(1));
+        let full = std::fs::metadata(&path).unwrap().len();
+        // The file grew but its bytes never arrived: a zero tail reads as a clean end.
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        std::io::Write::write_all(&mut f, &[0u8; 100]).unwrap();
+        drop(f);
+        let mut s = LogStore::open(RealFs::shared(), d.path()).unwrap();
+        assert_eq!(entries(&mut s).await.len(), 5);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            full,
+            "zero tail not cut"
+        );
+        s.save_vote(&vote(3)).await.unwrap();
+        drop(s);
+        let s = LogStore::open(RealFs::shared(), d.path()).unwrap();
+        assert_eq!(s.vote(), Some(vote(3)));
+        assert_eq!(s.last_index(), Some(5));
     }
 
     #[tokio::test]
