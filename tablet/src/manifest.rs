@@ -335,7 +335,8 @@ mod golden {
         let mut s = ManifestState::new(7, RowRange::new(b"a", b""), Schema::with_families(["f"]));
         s.epoch = 3;
         s.flushed_seq = 42;
-        s.seals.insert("logs/s1/00000000000000000001.log".into(), 4096);
+        s.seals
+            .insert("logs/s1/00000000000000000001.log".into(), 4096);
         let bytes = encode(&s);
         let body = br#"{"tablet_id":7,"epoch":3,"range":{"start":"61","end":""},"schema":{"families":{"f":{"gc":"never","locality_group":"default"}},"groups":{"default":{"in_memory":false}}},"flushed_seq":42,"next_file":1,"groups":{},"log_refs":[],"seals":{"logs/s1/00000000000000000001.log":4096}}"#;
         assert_eq!(&bytes[..8], b"QMANIFST");
