@@ -10,17 +10,13 @@
 //!
 //! Timeouts derive from the lease the cluster runs with; every wait is on a condition.
 
-#[path = "lock_support/mod.rs"]
-mod lock_support;
+#[path = "cluster_support/mod.rs"]
+mod cluster_support;
 
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use client::{Client, ClientConfig, ColumnFamily, Mutation, ReadFilter, RowMutation};
-use lock_support::{free_addr, quarry, signal, wait_for, Cluster, Proc, LEASE, LOCK_DELAY};
-use master::pb;
-use master::pb::master_client::MasterClient;
+use cluster_support::*;
 
 /// How long replaying a small commit log may take on a loaded machine.
 const REPLAY: Duration = Duration::from_secs(1);
@@ -28,69 +24,6 @@ const REPLAY: Duration = Duration::from_secs(1);
 /// The bound for a dead server's tablets to be served again.
 fn reassign_bound() -> Duration {
     LEASE + LOCK_DELAY + REPLAY + Duration::from_secs(2)
-}
-
-/// Startup (elections, registration, take-over) on a cold machine.
-fn start_bound() -> Duration {
-    LEASE * 20
-}
-
-fn spawn(dir: &Path, log: &str, args: &[String]) -> Proc {
-    let out = std::fs::File::create(dir.join(log)).unwrap();
-    let child = Command::new(quarry())
-        .args(args)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .spawn()
-        .unwrap();
-    Proc(child)
-}
-
-fn tablet_server(dir: &Path, root: &Path, lock: &str, name: &str) -> (Proc, String) {
-    let addr = free_addr().to_string();
-    let args: Vec<String> = vec![
-        "tablet-server".into(),
-        "--listen".into(),
-        addr.clone(),
-        "--data".into(),
-        root.display().to_string(),
-        "--lock".into(),
-        lock.into(),
-        "--name".into(),
-        name.into(),
-        "--check-interval-ms".into(),
-        "100".into(),
-    ];
-    (spawn(dir, &format!("{name}.log"), &args), addr)
-}
-
-fn master(dir: &Path, root: &Path, lock: &str, name: &str) -> (Proc, String) {
-    let addr = free_addr().to_string();
-    let args: Vec<String> = vec![
-        "master".into(),
-        "--listen".into(),
-        addr.clone(),
-        "--data".into(),
-        root.display().to_string(),
-        "--lock".into(),
-        lock.into(),
-        "--tick-ms".into(),
-        "100".into(),
-        "--scan-ms".into(),
-        "500".into(),
-    ];
-    (spawn(dir, &format!("{name}.log"), &args), addr)
-}
-
-/// The status `addr` answers as the active master, if it does.
-async fn status_of(addr: &str) -> Option<pb::StatusResponse> {
-    let mut c = MasterClient::connect(format!("http://{addr}")).await.ok()?;
-    c.status(pb::StatusRequest {})
-        .await
-        .ok()
-        .map(|r| r.into_inner())
 }
 
 fn rows() -> Vec<String> {
@@ -118,8 +51,14 @@ fn cluster_master_failover_of_a_tablet_server_and_of_the_master() {
     rt.block_on(lock.leader());
 
     let mut servers = vec![
-        ("tsa-", tablet_server(&dir, &root, &lock_addrs, "tsa").0),
-        ("tsb-", tablet_server(&dir, &root, &lock_addrs, "tsb").0),
+        (
+            "tsa-",
+            tablet_server(&dir, &root, &lock_addrs, "tsa", &[]).0,
+        ),
+        (
+            "tsb-",
+            tablet_server(&dir, &root, &lock_addrs, "tsb", &[]).0,
+        ),
     ];
     let (mut m1, m1_addr) = master(&dir, &root, &lock_addrs, "master1");
     let st1 = rt.block_on(wait_for(

@@ -12,17 +12,7 @@ use std::time::{Duration, Instant};
 
 use client::{Client, ClientConfig, ColumnFamily, Mutation, ReadFilter};
 use cluster_support::*;
-use master::pb;
-use master::pb::master_client::MasterClient;
 use tablet::pb::tablet_client::TabletClient;
-
-async fn status_of(addr: &str) -> Option<pb::StatusResponse> {
-    let mut c = MasterClient::connect(format!("http://{addr}")).await.ok()?;
-    c.status(pb::StatusRequest {})
-        .await
-        .ok()
-        .map(|r| r.into_inner())
-}
 
 /// Tablet id -> the servers that say they serve it.
 async fn loaded(addrs: &[String]) -> BTreeMap<u64, BTreeSet<String>> {

@@ -86,6 +86,17 @@ pub fn master(dir: &Path, root: &Path, lock: &str, name: &str) -> (Proc, String)
     (spawn(dir, &format!("{name}.log"), &args), addr)
 }
 
+/// The status `addr` answers as the active master, if it does.
+pub async fn status_of(addr: &str) -> Option<master::pb::StatusResponse> {
+    let mut c = master::pb::master_client::MasterClient::connect(format!("http://{addr}"))
+        .await
+        .ok()?;
+    c.status(master::pb::StatusRequest {})
+        .await
+        .ok()
+        .map(|r| r.into_inner())
+}
+
 /// One serving interval of a tablet by a server, in CLOCK_MONOTONIC nanoseconds.
 #[derive(Debug, Clone)]
 pub struct Interval {
