@@ -80,6 +80,26 @@ pub struct LockArgs {
     command: LockCommand,
 }
 
+/// `quarry bench lock`: the same measurement as `quarry lock bench`.
+#[derive(Args, Debug)]
+pub struct LockBenchArgs {
+    /// Lock-service replica addresses, comma separated.
+    #[arg(long = "lock", env = "QUARRY_LOCK", default_value = DEFAULT_LOCK_ADDRS)]
+    addrs: String,
+    /// Concurrent clients (sessions), each cycling on its own lock.
+    #[arg(long, default_value_t = 1)]
+    clients: usize,
+    /// Cycles per client.
+    #[arg(long, default_value_t = 1000)]
+    cycles: u64,
+}
+
+/// Runs `quarry bench lock`.
+pub fn bench_lock(a: LockBenchArgs) -> anyhow::Result<()> {
+    let c = client(&a.addrs)?;
+    runtime()?.block_on(bench(&c, a.clients, a.cycles))
+}
+
 /// The operator commands.
 #[derive(Subcommand, Debug)]
 pub enum LockCommand {

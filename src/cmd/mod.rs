@@ -43,6 +43,8 @@ pub enum BenchCommand {
     /// db_bench workloads (fillseq, fillrandom, overwrite, readrandom, readseq, seekrandom)
     /// against one embedded tablet.
     Engine(bench_engine::EngineArgs),
+    /// Lock-service acquire+release latency and throughput (as `quarry lock bench`).
+    Lock(lock::LockBenchArgs),
 }
 
 /// Runs one subcommand.
@@ -50,6 +52,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Bench(b) => match b {
             BenchCommand::Engine(a) => bench_engine::run(a),
+            BenchCommand::Lock(a) => lock::bench_lock(a),
         },
         Command::LockServer(a) => lock::lock_server(a),
         Command::Lock(a) => lock::lock(a),
