@@ -9,7 +9,7 @@ use lockservice::client::Client;
 use lockservice::state::Sequencer;
 use lockservice::Error as LErr;
 use tablet::meta::{
-    ServerInfo, TableInfo, TabletRecord, IDS_PATH, MASTER_LOCK_PATH, ROOT_TABLET_PATH, SERVERS_DIR,
+    ServerInfo, TableInfo, TabletRecord, MASTER_LOCK_PATH, ROOT_TABLET_PATH, SERVERS_DIR,
     TABLES_DIR,
 };
 
@@ -133,32 +133,13 @@ pub async fn write_root(c: &Client, rec: &TabletRecord, fence: &Sequencer) -> Re
     Ok(())
 }
 
-/// Allocates `n` consecutive ids from the counter file by compare-and-set on its content
-/// generation (retrying on a lost race); returns the first. Ids start at 1.
+/// Allocates `n` consecutive ids from the counter file (see [`tablet::meta::allocate_ids`],
+/// shared with the tablet servers' splits); returns the first. Ids start at 1.
 pub async fn allocate_ids(c: &Client, n: u64, fence: &Sequencer) -> Result<u64> {
-    ignore_exists(c.create(IDS_PATH, false, b"1").await)?;
-    loop {
-        let (content, meta) = c.read(IDS_PATH).await?;
-        let text = std::str::from_utf8(&content).unwrap_or("");
-        let next: u64 = text.trim().parse().map_err(|_| Error::Corruption {
-            what: format!("{IDS_PATH} holds {text:?}, not a decimal id"),
-        })?;
-        let next = next.max(1);
-        let after = next.checked_add(n).ok_or_else(|| Error::Corruption {
-            what: format!("{IDS_PATH} overflows"),
-        })?;
-        let w = c
-            .write(
-                IDS_PATH,
-                after.to_string().as_bytes(),
-                Some(meta.content_generation),
-                Some(fence),
-            )
-            .await;
-        match w {
-            Ok(_) => return Ok(next),
-            Err(LErr::FailedPrecondition(_)) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
+    tablet::meta::allocate_ids(c, n, fence)
+        .await
+        .map_err(|e| match e {
+            LErr::Corruption { what, .. } => Error::Corruption { what },
+            e => e.into(),
+        })
 }

@@ -177,13 +177,19 @@ pub async fn allocate_ids(
     loop {
         let (content, meta) = c.read(IDS_PATH).await?;
         let text = String::from_utf8_lossy(&content);
-        let next: u64 = text.trim().parse().map_err(|_| {
-            lockservice::Error::InvalidArgument(format!("{IDS_PATH} holds {text:?}, not an id"))
-        })?;
+        let bad = |what: String| lockservice::Error::Corruption {
+            file: IDS_PATH.to_string(),
+            offset: 0,
+            what,
+        };
+        let next: u64 = text
+            .trim()
+            .parse()
+            .map_err(|_| bad(format!("{IDS_PATH} holds {text:?}, not a decimal id")))?;
         let next = next.max(1);
         let after = next
             .checked_add(n)
-            .ok_or_else(|| lockservice::Error::InvalidArgument(format!("{IDS_PATH} overflows")))?;
+            .ok_or_else(|| bad(format!("{IDS_PATH} overflows")))?;
         let w = c
             .write(
                 IDS_PATH,
