@@ -27,7 +27,9 @@
 //! - When the current segment has passed `segment_bytes`, the next batch first **rolls**
 //!   to a new segment (create, header, fsync, directory fsync).
 //! - [`CommitLog::delete_segments_before`] removes segments no tablet needs any more (the
-//!   caller decides, from the redo points in the tablets' manifests).
+//!   caller decides, from the redo points in the tablets' manifests: a tablet server does
+//!   it for its own log in `server::log_gc`; the master's garbage collector deletes a dead
+//!   server's whole log directory once no manifest references it).
 //!
 //! ## Invariants
 //!
@@ -393,25 +395,26 @@ impl CommitLog {
     }
 
     /// Deletes this log's segments numbered below `segment` (the caller knows no tablet
-    /// needs them), then syncs the directory. `segment` may not pass the current one.
-    pub fn delete_segments_before(&self, segment: u64) -> Result<()> {
+    /// needs them), then syncs the directory; returns how many it deleted. `segment` may
+    /// not pass the current one. Idempotent: a crash part way leaves a prefix deleted.
+    pub fn delete_segments_before(&self, segment: u64) -> Result<usize> {
         let current = self.position().segment;
         if segment > current {
             return Err(Error::InvalidArgument(format!(
                 "cannot delete segments before {segment}: the log is writing segment {current}"
             )));
         }
-        let mut removed = false;
+        let mut removed = 0;
         for (number, path) in list_segments(&*self.fs, &self.dir)? {
             if number < segment {
                 self.fs.remove_file(&path)?;
-                removed = true;
+                removed += 1;
             }
         }
-        if removed {
+        if removed > 0 {
             self.fs.sync_dir(&self.dir)?;
         }
-        Ok(())
+        Ok(removed)
     }
 
     /// Statistics since the log was opened.

@@ -114,6 +114,15 @@ pub struct SstMeta {
     pub largest: Vec<u8>,
     /// Only rows in this range belong to this tablet (a file shared after a split).
     pub clip: Option<RowRange>,
+    /// Compaction level (0: flush outputs; >= 1: a leveled policy's non-overlapping runs).
+    /// Written only when not 0, so manifests without levels read as all level 0 and
+    /// level-0 entries keep their old bytes.
+    #[serde(default, skip_serializing_if = "is_level_zero")]
+    pub level: u32,
+}
+
+fn is_level_zero(level: &u32) -> bool {
+    *level == 0
 }
 
 /// A commit log that may hold records of this tablet not yet in SSTables.
@@ -220,6 +229,31 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<ManifestState> {
     }
     serde_json::from_slice(body)
         .map_err(|e| bad(HEADER as u64, &format!("manifest body: {e}")).into())
+}
+
+/// The newest manifest of the tablet directory `dir`, read without changing anything
+/// (the store's [`ManifestStore::open`] removes temporary files, which a reader in another
+/// process must never do). `None` when the directory holds no manifest or does not exist.
+/// A manifest replaced while being read is retried a few times (a writer renames the new
+/// one in before removing the old, so a fresh listing finds it).
+pub fn read_newest(fs: &dyn Fs, dir: &Path) -> Result<Option<ManifestState>> {
+    const ATTEMPTS: usize = 5;
+    let mut last = None;
+    for _ in 0..ATTEMPTS {
+        if !fs.exists(dir) {
+            return Ok(None);
+        }
+        let Some(&(e, n)) = ManifestStore::list(fs, dir)?.last() else {
+            return Ok(None);
+        };
+        let path = dir.join(file_name(e, n));
+        match fs.read_all(&path) {
+            Ok(bytes) => return decode(&path, &bytes).map(Some),
+            Err(SsError::NotFound(what)) => last = Some(what),
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Err(SsError::NotFound(last.unwrap_or_else(|| dir.display().to_string())).into())
 }
 
 /// Reads and writes one tablet directory's manifests.

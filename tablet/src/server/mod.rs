@@ -22,6 +22,7 @@
 //!   not above the manifest's, and seals the logs it replays (rule 7).
 
 pub mod convert;
+mod log_gc;
 pub mod ownership;
 mod service;
 mod split;
@@ -122,6 +123,9 @@ pub(crate) struct Shared {
     pub master_generation: AtomicU64,
     /// When this server served which tablet.
     pub ownership: ownership::OwnershipLog,
+    /// Directory of every tablet this incarnation ever loaded (their manifests bound which
+    /// of its own commit-log segments may be deleted; see `log_gc`).
+    pub log_users: parking_lot::Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl Shared {
@@ -139,6 +143,7 @@ impl Shared {
 
     /// Registers `l` as served (after its `start` is logged).
     pub(crate) fn insert(&self, l: Loaded) {
+        self.log_users.lock().insert(l.desc.dir.clone());
         self.ownership.start(l.desc.tablet_id, l.epoch);
         self.tablets.write().insert(l.desc.tablet_id, Arc::new(l));
     }
@@ -258,6 +263,7 @@ pub async fn run(cfg: ServerConfig) -> Result<()> {
         serving: AtomicBool::new(true),
         master_generation: AtomicU64::new(0),
         ownership: ownership::OwnershipLog::open(&cfg.root, &id),
+        log_users: Default::default(),
     });
     tracing::info!(
         server = id,
@@ -266,6 +272,7 @@ pub async fn run(cfg: ServerConfig) -> Result<()> {
     );
     spawn_guards(&shared, path, cfg.check_interval);
     tokio::spawn(Arc::clone(&shared).auto_split(cfg.split_bytes, cfg.split_check));
+    tokio::spawn(Arc::clone(&shared).log_gc(log_gc::LOG_GC_EVERY));
     let svc = pb::tablet_server::TabletServer::new(TabletService::new(Arc::clone(&shared)))
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);

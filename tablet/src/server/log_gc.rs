@@ -1,0 +1,113 @@
+//! Deleting this server's own commit-log segments once no tablet needs them.
+//!
+//! A segment may be deleted when every record in it that any tablet might still replay is
+//! in SSTables. A tablet's durable manifest says where replay of this log would start for
+//! it (its [`LogRef`](crate::manifest::LogRef) for this server's log directory, advanced by
+//! each flush); nothing before that position is ever read for it again, by this server or
+//! by a later owner. So the **floor** is the minimum, over the newest manifest of every
+//! tablet this incarnation ever loaded, of that position, and the log's current position
+//! if lower. Segments numbered below the floor's segment are deleted.
+//!
+//! Why each tablet is covered:
+//! - loaded tablets: their manifest's reference only moves forward after a flush made the
+//!   records before it durable in SSTables;
+//! - tablets being unloaded, split, or whose flush failed: they were loaded here, so they
+//!   are in the set; their manifest still holds the old reference until a flush succeeds
+//!   (the in-memory map is not consulted: an unload removes a tablet from it before its
+//!   final flush);
+//! - tablets being loaded right now: the log position is read *before* the set, so a
+//!   tablet missing from the set was inserted later and every write it took is past that
+//!   position; its manifest may point into older segments of this log only if it was
+//!   loaded here before, and then it is in the set.
+//!
+//! The set only grows for the life of the process (one directory name per tablet ever
+//! loaded); a directory whose manifest is gone (the master deleted a dead tablet) or no
+//! longer names this log adds nothing. A manifest that cannot be read skips the round.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::Shared;
+use crate::commitlog::LogPosition;
+use crate::error::Result;
+use crate::manifest;
+
+/// How often the server looks for segments to delete.
+pub const LOG_GC_EVERY: Duration = Duration::from_secs(2);
+
+/// The lowest position of this log any of `refs` still needs, given the log's position
+/// (read before the set of tablets): replay of every tablet starts at or after it.
+pub fn floor(position: LogPosition, refs: impl IntoIterator<Item = LogPosition>) -> LogPosition {
+    refs.into_iter().fold(position, LogPosition::min)
+}
+
+impl Shared {
+    /// The floor of this server's log (see the module essay): segments before its
+    /// segment are needed by no tablet.
+    pub(crate) fn log_floor(&self) -> Result<LogPosition> {
+        let position = self.log.position();
+        let dirs: BTreeSet<String> = self.log_users.lock().clone();
+        let own = crate::tablet::relative_to(&self.root, self.log.dir())?;
+        let mut refs = Vec::new();
+        for dir in dirs {
+            if let Some(m) = manifest::read_newest(&*self.fs, &self.root.join(&dir))? {
+                refs.extend(m.log_refs.iter().filter(|r| r.dir == own).map(|r| r.from));
+            }
+        }
+        Ok(floor(position, refs))
+    }
+
+    /// One round: deletes this log's segments below the floor. Returns the floor segment.
+    pub(crate) fn collect_log(&self) -> Result<u64> {
+        let floor = self.log_floor()?;
+        let deleted = self.log.delete_segments_before(floor.segment)?;
+        if deleted > 0 {
+            tracing::info!(
+                server = self.id,
+                deleted,
+                below = floor.segment,
+                "deleted commit-log segments no tablet needs"
+            );
+        }
+        Ok(floor.segment)
+    }
+
+    /// Runs [`Shared::collect_log`] every `every` while the server serves. A server that
+    /// stopped serving deletes nothing more (its log may be replayed by new owners).
+    pub(crate) async fn log_gc(self: Arc<Self>, every: Duration) {
+        let mut last_floor = 0;
+        loop {
+            tokio::time::sleep(every).await;
+            if !self.may_serve() {
+                return;
+            }
+            if self.log.position().segment <= last_floor {
+                continue; // nothing new could have become deletable
+            }
+            let s = Arc::clone(&self);
+            match tokio::task::spawn_blocking(move || s.collect_log()).await {
+                Ok(Ok(f)) => last_floor = f,
+                Ok(Err(e)) => tracing::warn!(server = self.id, "commit-log GC: {e}"),
+                Err(e) => tracing::warn!(server = self.id, "commit-log GC task: {e}"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pos(segment: u64, offset: u64) -> LogPosition {
+        LogPosition { segment, offset }
+    }
+
+    #[test]
+    fn floor_is_the_lowest_reference_or_the_position() {
+        assert_eq!(floor(pos(9, 10), []), pos(9, 10));
+        assert_eq!(floor(pos(9, 10), [pos(4, 100), pos(7, 0)]), pos(4, 100));
+        // A reference past the position (a tablet loaded after it was read) never raises it.
+        assert_eq!(floor(pos(9, 10), [pos(12, 0)]), pos(9, 10));
+    }
+}
