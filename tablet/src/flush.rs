@@ -62,6 +62,11 @@ impl SstWriter {
         Ok(())
     }
 
+    /// Bytes the file will have if finished now (about).
+    pub(crate) fn estimated_size(&self) -> u64 {
+        self.builder.estimated_size()
+    }
+
     /// Finishes and syncs the file, syncs its directory, and opens it for reading.
     pub(crate) fn finish(self, inner: &Inner, in_memory: bool) -> Result<Arc<Sst>> {
         let info = self.builder.finish()?;
@@ -76,6 +81,7 @@ impl SstWriter {
                 smallest: info.smallest_key,
                 largest: info.largest_key,
                 clip: None,
+                level: 0,
             },
             table,
         }))

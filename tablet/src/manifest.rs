@@ -382,4 +382,31 @@ mod golden {
             std::str::from_utf8(body).unwrap()
         );
     }
+    fn sst(path: &str, level: u32) -> SstMeta {
+        SstMeta {
+            path: path.into(),
+            size: 10,
+            entries: 1,
+            smallest: b"a".to_vec(),
+            largest: b"b".to_vec(),
+            clip: None,
+            level,
+        }
+    }
+
+    /// SSTable entries: level 0 is written as before levels existed (no `level` key), a
+    /// deeper level adds `"level":n`, and an entry without the key reads as level 0.
+    #[test]
+    fn sstable_levels_are_pinned_and_old_entries_read_as_level_zero() {
+        let mut s = ManifestState::new(7, RowRange::all(), Schema::with_families(["f"]));
+        s.groups
+            .insert("default".into(), vec![sst("x/0.sst", 0), sst("x/1.sst", 2)]);
+        let body = String::from_utf8(encode(&s)[HEADER..].to_vec()).unwrap();
+        let groups = r#""groups":{"default":[{"path":"x/0.sst","size":10,"entries":1,"smallest":"61","largest":"62","clip":null},{"path":"x/1.sst","size":10,"entries":1,"smallest":"61","largest":"62","clip":null,"level":2}]}"#;
+        assert!(body.contains(groups), "{body}");
+        let old = body.replace(r#","level":2"#, "");
+        let back: ManifestState = serde_json::from_str(&old).unwrap();
+        assert_eq!(back.groups["default"][1].level, 0);
+        assert_eq!(serde_json::from_str::<ManifestState>(&body).unwrap(), s);
+    }
 }

@@ -9,7 +9,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use sstable::merge::MergeIter;
+use sstable::merge::{ConcatIter, MergeIter};
 use sstable::KvIter;
 
 use crate::error::{Error, Result};
@@ -18,7 +18,7 @@ use crate::key;
 use crate::manifest::RowRange;
 use crate::mutation::check_row_key;
 use crate::schema::Schema;
-use crate::tablet::{Inner, State, Tablet};
+use crate::tablet::{Inner, Sst, State, Tablet};
 use crate::types::{SeqNo, Timestamp};
 use crate::visibility::{RowVisibility, Verdict};
 
@@ -112,17 +112,57 @@ impl Inner {
             if !wanted {
                 continue;
             }
-            for sst in ssts {
-                if let Some(row) = point_row {
-                    if !sst.table.may_contain(row) {
-                        continue;
-                    }
-                    self.counters.sst_probes.fetch_add(1, Ordering::Relaxed);
-                }
-                v.push(Box::new(sst.table.iter()));
+            match point_row {
+                Some(row) => self.point_sources(ssts, row, &mut v),
+                None => scan_sources(ssts, &mut v),
             }
         }
         v
+    }
+}
+
+impl Inner {
+    /// The SSTables of one group a point read of `row` must consult: those whose key
+    /// range holds the row's keys (at most one per level >= 1) and whose Bloom filter
+    /// does not rule the row out. Each one counts as a probe.
+    fn point_sources(&self, ssts: &[Arc<Sst>], row: &[u8], v: &mut Vec<Source>) {
+        let prefix = key::row_prefix(row);
+        for sst in ssts {
+            let m = &sst.meta;
+            let in_range = m.largest.as_slice() >= prefix.as_slice()
+                && (m.smallest.as_slice() < prefix.as_slice() || m.smallest.starts_with(&prefix));
+            if !in_range || !sst.table.may_contain(row) {
+                continue;
+            }
+            self.counters.sst_probes.fetch_add(1, Ordering::Relaxed);
+            v.push(Box::new(sst.table.iter()));
+        }
+    }
+}
+
+/// The sources of one group for a scan: each level-0 SSTable on its own, each level >= 1
+/// (files with disjoint, increasing key ranges, see [`crate::compaction`]) as one
+/// concatenation, so a seek touches one file per level.
+fn scan_sources(ssts: &[Arc<Sst>], v: &mut Vec<Source>) {
+    let mut i = 0;
+    while i < ssts.len() {
+        let level = ssts[i].meta.level;
+        let run = ssts[i..]
+            .iter()
+            .take_while(|s| s.meta.level == level)
+            .count();
+        let files = &ssts[i..i + run];
+        i += run;
+        if level == 0 || run == 1 {
+            v.extend(files.iter().map(|s| Box::new(s.table.iter()) as Source));
+            continue;
+        }
+        let largest = files.iter().map(|s| s.meta.largest.clone()).collect();
+        let iters = files
+            .iter()
+            .map(|s| Box::new(s.table.iter()) as Source)
+            .collect();
+        v.push(Box::new(ConcatIter::with_largest_keys(iters, largest)));
     }
 }
 

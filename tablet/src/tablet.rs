@@ -54,8 +54,10 @@ pub struct TabletOptions {
     pub table: TableOptions,
     /// Largest cell value accepted (at most [`MAX_VALUE_LIMIT`]).
     pub max_value: usize,
-    /// Size-tiered compaction parameters.
+    /// Size-tiered compaction parameters (the policy unless `leveled` is set).
     pub compaction: crate::compaction::SizeTiered,
+    /// Use the leveled compaction policy with these parameters instead of size-tiered.
+    pub leveled: Option<crate::compaction::Leveled>,
     /// Remove SSTables a compaction made obsolete. An embedded tablet does; under a tablet
     /// server the master's garbage collector does it, because a paused old owner must never
     /// delete files a newer owner uses.
@@ -77,10 +79,32 @@ impl Default for TabletOptions {
             table: TableOptions::default(),
             max_value: DEFAULT_MAX_VALUE,
             compaction: crate::compaction::SizeTiered::default(),
+            leveled: None,
             delete_obsolete_files: true,
             background: true,
             wall_clock: system_wall_clock(),
             max_record: 80 << 20,
+        }
+    }
+}
+
+impl TabletOptions {
+    /// The compaction policy these options select.
+    pub fn policy(&self) -> crate::compaction::Policy {
+        match &self.leveled {
+            Some(l) => crate::compaction::Policy::Leveled(l.clone()),
+            None => crate::compaction::Policy::SizeTiered(self.compaction.clone()),
+        }
+    }
+
+    /// Selects `policy` (its parameters replace the current ones of that kind).
+    pub fn set_policy(&mut self, policy: crate::compaction::Policy) {
+        match policy {
+            crate::compaction::Policy::Leveled(l) => self.leveled = Some(l),
+            crate::compaction::Policy::SizeTiered(s) => {
+                self.compaction = s;
+                self.leveled = None;
+            }
         }
     }
 }
@@ -144,6 +168,7 @@ pub(crate) struct Counters {
     pub compaction_written: AtomicU64,
     pub flushes: AtomicU64,
     pub compactions: AtomicU64,
+    pub trivial_moves: AtomicU64,
     pub stalls: AtomicU64,
     pub gets: AtomicU64,
     pub sst_probes: AtomicU64,
@@ -162,8 +187,10 @@ pub struct TabletStats {
     pub compaction_written: u64,
     /// Minor compactions done.
     pub flushes: u64,
-    /// Merging and major compactions done.
+    /// Merging and major compactions done (trivial moves not included).
     pub compactions: u64,
+    /// Files moved to a deeper level without being rewritten.
+    pub trivial_moves: u64,
     /// Writes that had to wait for a flush.
     pub stalls: u64,
     /// Point reads served.
@@ -172,6 +199,8 @@ pub struct TabletStats {
     pub sst_probes: u64,
     /// SSTables per locality group now.
     pub sstables: BTreeMap<String, usize>,
+    /// SSTables per level now, all groups together (index = level).
+    pub sstables_per_level: Vec<usize>,
     /// Bytes of SSTables now.
     pub sst_bytes: u64,
     /// Bytes in memtables now.
@@ -502,6 +531,7 @@ impl Inner {
             compaction_written: c.compaction_written.load(Ordering::Relaxed),
             flushes: c.flushes.load(Ordering::Relaxed),
             compactions: c.compactions.load(Ordering::Relaxed),
+            trivial_moves: c.trivial_moves.load(Ordering::Relaxed),
             stalls: c.stalls.load(Ordering::Relaxed),
             gets: c.gets.load(Ordering::Relaxed),
             sst_probes: c.sst_probes.load(Ordering::Relaxed),
@@ -510,10 +540,23 @@ impl Inner {
                 .iter()
                 .map(|(g, v)| (g.clone(), v.len()))
                 .collect(),
+            sstables_per_level: per_level(&state),
             sst_bytes: state.groups.values().flatten().map(|s| s.meta.size).sum(),
             memtable_bytes,
         }
     }
+}
+
+fn per_level(state: &State) -> Vec<usize> {
+    let mut v = Vec::new();
+    for s in state.groups.values().flatten() {
+        let l = s.meta.level as usize;
+        if v.len() <= l {
+            v.resize(l + 1, 0);
+        }
+        v[l] += 1;
+    }
+    v
 }
 
 /// `path` relative to `root`, as the manifest stores it.

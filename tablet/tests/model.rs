@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use proptest::prelude::*;
-use tablet::{Cell, Mutation, ReadFilter, RowRange, Tablet};
+use tablet::compaction::Leveled;
+use tablet::{Cell, Mutation, ReadFilter, RowRange, Tablet, TabletOptions};
 
 /// row -> (family, qualifier) -> timestamp -> value
 type Model = BTreeMap<Vec<u8>, BTreeMap<(String, Vec<u8>), BTreeMap<i64, Vec<u8>>>>;
@@ -122,6 +123,7 @@ struct Harness {
     fs: sstable::fault::FaultFs,
     tablet: Option<Tablet>,
     opens: u32,
+    opts: TabletOptions,
 }
 
 impl Harness {
@@ -132,7 +134,7 @@ impl Harness {
             self.fs.shared(),
             Path::new(common::ROOT),
             &log_dir,
-            common::small_options(false),
+            self.opts.clone(),
         )
         .expect("the tablet always opens");
         self.tablet = Some(t);
@@ -158,11 +160,12 @@ fn check_all(h: &Harness, model: &Model) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
+fn run(ops: Vec<Op>, opts: TabletOptions) -> Result<(), TestCaseError> {
     let mut h = Harness {
         fs: common::fault_fs(),
         tablet: None,
         opens: 0,
+        opts,
     };
     h.open();
     let mut model = Model::new();
@@ -206,6 +209,22 @@ proptest! {
 
     #[test]
     fn tablet_matches_model(ops in proptest::collection::vec(op_strategy(), 1..60)) {
-        run(ops)?;
+        run(ops, common::small_options(false))?;
+    }
+
+    /// The same with the leveled policy, at sizes where every level, multi-file outputs,
+    /// trivial moves and marker dropping occur.
+    #[test]
+    fn tablet_matches_model_leveled(ops in proptest::collection::vec(op_strategy(), 1..60)) {
+        let mut opts = common::small_options(false);
+        opts.leveled = Some(Leveled {
+            l0_trigger: 2,
+            max_l0_merge: 64,
+            base_level_bytes: 2048,
+            size_ratio: 2,
+            target_file_size: 1024,
+            max_levels: 4,
+        });
+        run(ops, opts)?;
     }
 }

@@ -1,14 +1,22 @@
-//! Merging and major compaction, and the size-tiered policy that picks what to merge.
+//! Merging and major compaction, and the policies that pick what to merge.
 //!
-//! The policy is a pure function over SSTable sizes, so it can be tested and simulated
-//! without files. A compaction merges its inputs, passes every row through
-//! [`RowVisibility`] (with no snapshot limit: a reader that started earlier holds its own
-//! `Arc` of the old SSTables), drops hidden entries and rows outside the tablet's range
-//! (files shared after a split), and keeps deletion markers unless its inputs are every
-//! SSTable of the locality group (then nothing older is left for a marker to hide: that is
-//! a major compaction). Memtables only ever hold newer sequence numbers than SSTables,
-//! because freezing takes the write gate. Inputs are read and the output written with no
-//! lock held; one manifest edit then swaps them.
+//! Policies ([`SizeTiered`], [`Leveled`], selected by [`Policy`]) are pure functions of the
+//! SSTables' metadata ([`FileInfo`]: level, size, row bounds), so they are tested and
+//! simulated ([`sim`]) without files. A compaction merges its inputs, passes every row
+//! through [`RowVisibility`] (with no snapshot limit: a reader that started earlier holds
+//! its own `Arc` of the old SSTables), drops hidden entries and rows outside the tablet's
+//! range (files shared after a split), and keeps deletion markers unless the policy says
+//! no older data overlaps the inputs (`Pick::drop_markers`: for size-tiered, when the
+//! inputs are every SSTable of the locality group; for leveled, when nothing below the
+//! output level overlaps them). Memtables only ever hold newer sequence numbers than
+//! SSTables, because freezing takes the write gate. Inputs are read and the outputs written
+//! with no lock held; one manifest edit then swaps them. Leveled outputs are cut at row
+//! boundaries once a file reaches the target size, so the files of a level >= 1 have
+//! disjoint row ranges; a trivial move only changes a file's level in the manifest.
+//!
+//! Each group's SSTable list is kept in one order in the manifest and in memory: level 0
+//! newest first, then each level >= 1 ascending, its files by smallest key (the read path
+//! concatenates each such level instead of merging its files).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -19,68 +27,36 @@ use sstable::KvIter;
 use crate::error::Result;
 use crate::flush::SstWriter;
 use crate::key;
+use crate::manifest::SstMeta;
 use crate::tablet::{Inner, Sst, State};
 use crate::visibility::{RowVisibility, Verdict};
 
-/// Size-tiered compaction (as Cassandra's STCS and Bigtable's merging compactions): SSTables
-/// of similar size are merged once enough of them pile up.
-#[derive(Clone, Debug, PartialEq)]
-pub struct SizeTiered {
-    /// Merge when a tier holds at least this many SSTables.
-    pub min_merge: usize,
-    /// Merge at most this many at once.
-    pub max_merge: usize,
-    /// An SSTable joins a tier when its size is within `[avg * low, avg * high]`.
-    pub bucket_low: f64,
-    /// See `bucket_low`.
-    pub bucket_high: f64,
-    /// SSTables smaller than this all share the smallest tier.
-    pub min_size: u64,
-}
+mod leveled;
+mod policy;
+pub mod sim;
+mod size_tiered;
 
-impl Default for SizeTiered {
-    fn default() -> Self {
-        SizeTiered {
-            min_merge: 4,
-            max_merge: 32,
-            bucket_low: 0.5,
-            bucket_high: 1.5,
-            min_size: 4 << 20,
-        }
+pub use leveled::Leveled;
+pub use policy::{FileInfo, Pick, Policy};
+pub use size_tiered::SizeTiered;
+
+/// The policy's view of one SSTable: its level, size and the encoded row prefixes of its
+/// smallest and largest keys (they order like the rows).
+pub(crate) fn file_info(meta: &SstMeta) -> FileInfo {
+    let row = |k: &[u8]| k[..key::row_prefix_len(k).unwrap_or(k.len())].to_vec();
+    FileInfo {
+        level: meta.level,
+        size: meta.size,
+        smallest: row(&meta.smallest),
+        largest: row(&meta.largest),
     }
 }
 
-impl SizeTiered {
-    /// Picks the indices (into `sizes`) of SSTables to merge, or `None`. Prefers the tier
-    /// of the smallest files (cheapest to merge, most files removed per byte).
-    pub fn pick(&self, sizes: &[u64]) -> Option<Vec<usize>> {
-        let mut order: Vec<usize> = (0..sizes.len()).collect();
-        order.sort_by_key(|&i| sizes[i]);
-        let mut tiers: Vec<(f64, Vec<usize>)> = Vec::new();
-        for i in order {
-            let s = sizes[i];
-            let fits = |avg: f64| {
-                (s < self.min_size && avg < self.min_size as f64)
-                    || (s as f64 >= avg * self.bucket_low && s as f64 <= avg * self.bucket_high)
-            };
-            match tiers.iter_mut().find(|(avg, _)| fits(*avg)) {
-                Some((avg, members)) => {
-                    *avg = (*avg * members.len() as f64 + s as f64) / (members.len() + 1) as f64;
-                    members.push(i);
-                }
-                None => tiers.push((s as f64, vec![i])),
-            }
-        }
-        tiers
-            .into_iter()
-            .filter(|(_, m)| m.len() >= self.min_merge.max(2))
-            .min_by(|a, b| a.0.total_cmp(&b.0))
-            .map(|(_, mut m)| {
-                m.truncate(self.max_merge);
-                m.sort_unstable();
-                m
-            })
-    }
+/// The order of a group's list: level 0 first (stable, so newest first stays), then
+/// levels >= 1 by level and smallest key.
+fn list_order(meta: &SstMeta) -> (u32, &[u8]) {
+    let k: &[u8] = if meta.level == 0 { &[] } else { &meta.smallest };
+    (meta.level, k)
 }
 
 impl Inner {
@@ -89,27 +65,37 @@ impl Inner {
         let _c = self.compaction_lock.lock();
         self.check_failed()?;
         let state = Arc::clone(&self.state.read());
+        let policy = self.opts.policy();
         for (group, ssts) in &state.groups {
-            let sizes: Vec<u64> = ssts.iter().map(|s| s.meta.size).collect();
-            if let Some(picked) = self.opts.compaction.pick(&sizes) {
-                let inputs: Vec<Arc<Sst>> = picked.iter().map(|&i| Arc::clone(&ssts[i])).collect();
-                let bottom = inputs.len() == ssts.len();
-                self.compact(&state, group, inputs, bottom)?;
+            let files: Vec<FileInfo> = ssts.iter().map(|s| file_info(&s.meta)).collect();
+            if let Some(pick) = policy.pick(&files) {
+                let inputs: Vec<Arc<Sst>> =
+                    pick.inputs.iter().map(|&i| Arc::clone(&ssts[i])).collect();
+                self.compact(&state, group, inputs, &pick)?;
                 return Ok(true);
             }
         }
         Ok(false)
     }
 
-    /// Rewrites every locality group into one SSTable, dropping markers.
+    /// Rewrites every locality group into one run, dropping markers.
     pub(crate) fn major_compaction(&self) -> Result<()> {
         let _c = self.compaction_lock.lock();
         self.check_failed()?;
         let state = Arc::clone(&self.state.read());
+        let policy = self.opts.policy();
         for (group, ssts) in &state.groups {
-            if !ssts.is_empty() {
-                self.compact(&state, group, ssts.clone(), true)?;
+            if ssts.is_empty() {
+                continue;
             }
+            let files: Vec<FileInfo> = ssts.iter().map(|s| file_info(&s.meta)).collect();
+            let pick = Pick {
+                inputs: (0..ssts.len()).collect(),
+                output_level: policy.major_level(&files),
+                trivial_move: false,
+                drop_markers: true,
+            };
+            self.compact(&state, group, ssts.clone(), &pick)?;
         }
         Ok(())
     }
@@ -119,14 +105,29 @@ impl Inner {
         state: &State,
         group: &str,
         inputs: Vec<Arc<Sst>>,
-        bottom: bool,
+        pick: &Pick,
     ) -> Result<()> {
-        let result = self.write_compaction(state, group, &inputs, bottom);
-        let output = match result {
+        if pick.trivial_move {
+            let moved = inputs
+                .iter()
+                .map(|s| {
+                    let mut meta = s.meta.clone();
+                    meta.level = pick.output_level;
+                    Arc::new(Sst {
+                        meta,
+                        table: Arc::clone(&s.table),
+                    })
+                })
+                .collect();
+            self.install_compaction(group, &inputs, moved)?;
+            self.counters.trivial_moves.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        let outputs = match self.write_compaction(state, group, &inputs, pick) {
             Ok(o) => o,
             Err(e) => return Err(self.fail(format!("compaction of group {group} failed: {e}"))),
         };
-        self.install_compaction(group, &inputs, output)?;
+        self.install_compaction(group, &inputs, outputs)?;
         let read: u64 = inputs.iter().map(|s| s.meta.size).sum();
         self.counters
             .compaction_read
@@ -144,21 +145,25 @@ impl Inner {
         Ok(())
     }
 
-    /// Merges `inputs` into one new SSTable (none if every entry was dropped).
+    /// Merges `inputs` into new SSTables at the pick's level, cut at row boundaries once
+    /// one reaches the policy's target size (none if every entry was dropped).
     fn write_compaction(
         &self,
         state: &State,
         group: &str,
         inputs: &[Arc<Sst>],
-        bottom: bool,
-    ) -> Result<Option<Arc<Sst>>> {
+        pick: &Pick,
+    ) -> Result<Vec<Arc<Sst>>> {
         let sources: Vec<Box<dyn KvIter + Send>> = inputs
             .iter()
             .map(|s| Box::new(s.table.iter()) as Box<dyn KvIter + Send>)
             .collect();
         let mut it = MergeIter::new(sources);
         it.seek_to_first()?;
+        let target = self.opts.policy().target_file_size().unwrap_or(u64::MAX);
+        let in_memory = state.schema.groups.get(group).is_some_and(|g| g.in_memory);
         let mut writer: Option<SstWriter> = None;
+        let mut outputs = Vec::new();
         let now = self.now();
         let what = format!("compaction of tablet {} group {group}", self.id);
         let bad =
@@ -166,6 +171,13 @@ impl Inner {
         while it.valid() {
             let plen = key::row_prefix_len(it.key()).ok_or_else(|| bad("malformed key".into()))?;
             let prefix = it.key()[..plen].to_vec();
+            if writer
+                .as_ref()
+                .is_some_and(|w| w.estimated_size() >= target)
+            {
+                let w = writer.take().expect("checked");
+                outputs.push(self.finish_output(w, in_memory, pick.output_level)?);
+            }
             let mut vis = RowVisibility::new(&state.schema, u64::MAX, now);
             let mut in_range = None;
             while it.valid() && it.key().starts_with(&prefix) {
@@ -175,7 +187,7 @@ impl Inner {
                 let keep = keep_row
                     && match verdict {
                         Verdict::Visible => true,
-                        Verdict::Marker => !bottom,
+                        Verdict::Marker => !pick.drop_markers,
                         Verdict::Hidden => false,
                     };
                 if keep {
@@ -190,21 +202,28 @@ impl Inner {
                 it.next()?;
             }
         }
-        let Some(w) = writer else { return Ok(None) };
-        let in_memory = state.schema.groups.get(group).is_some_and(|g| g.in_memory);
-        let sst = w.finish(self, in_memory)?;
+        if let Some(w) = writer {
+            outputs.push(self.finish_output(w, in_memory, pick.output_level)?);
+        }
+        Ok(outputs)
+    }
+
+    fn finish_output(&self, w: SstWriter, in_memory: bool, level: u32) -> Result<Arc<Sst>> {
+        let mut sst = w.finish(self, in_memory)?;
         self.counters
             .compaction_written
             .fetch_add(sst.meta.size, Ordering::Relaxed);
-        Ok(Some(sst))
+        Arc::get_mut(&mut sst).expect("not shared yet").meta.level = level;
+        Ok(sst)
     }
 
-    /// One manifest edit replacing `inputs` with `output`, then the state swap.
+    /// One manifest edit replacing `inputs` with `outputs`, then the state swap. Outputs
+    /// take the place of the first input; the list is then put back in [`list_order`].
     fn install_compaction(
         &self,
         group: &str,
         inputs: &[Arc<Sst>],
-        output: Option<Arc<Sst>>,
+        outputs: Vec<Arc<Sst>>,
     ) -> Result<()> {
         let is_input = |path: &str| inputs.iter().any(|s| s.meta.path == path);
         let mut s = self.structure.lock();
@@ -212,9 +231,9 @@ impl Inner {
         let list = m.groups.entry(group.to_string()).or_default();
         let pos = list.iter().position(|x| is_input(&x.path)).unwrap_or(0);
         list.retain(|x| !is_input(&x.path));
-        if let Some(o) = &output {
-            list.insert(pos.min(list.len()), o.meta.clone());
-        }
+        let pos = pos.min(list.len());
+        list.splice(pos..pos, outputs.iter().map(|o| o.meta.clone()));
+        list.sort_by(|a, b| list_order(a).cmp(&list_order(b)));
         if let Err(e) = s.store.write(&m) {
             return Err(self.fail(format!("manifest write failed: {e}")));
         }
@@ -228,9 +247,9 @@ impl Inner {
             .position(|x| is_input(&x.meta.path))
             .unwrap_or(0);
         list.retain(|x| !is_input(&x.meta.path));
-        if let Some(o) = output {
-            list.insert(pos.min(list.len()), o);
-        }
+        let pos = pos.min(list.len());
+        list.splice(pos..pos, outputs);
+        list.sort_by(|a, b| list_order(&a.meta).cmp(&list_order(&b.meta)));
         *st = Arc::new(State {
             active: Arc::clone(&old.active),
             frozen: old.frozen.clone(),
@@ -238,36 +257,5 @@ impl Inner {
             schema: Arc::clone(&old.schema),
         });
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn picks_a_tier_of_similar_sizes() {
-        let p = SizeTiered {
-            min_merge: 4,
-            min_size: 10,
-            ..Default::default()
-        };
-        assert_eq!(p.pick(&[100, 100, 100]), None);
-        assert_eq!(p.pick(&[100, 1000, 110, 90, 105]), Some(vec![0, 2, 3, 4]));
-        // Small files share one tier whatever their ratio.
-        assert_eq!(p.pick(&[1, 9, 3, 5, 500]), Some(vec![0, 1, 2, 3]));
-        // The smallest qualifying tier wins.
-        let sizes = [1000, 1000, 1000, 1000, 100, 100, 100, 100];
-        assert_eq!(p.pick(&sizes), Some(vec![4, 5, 6, 7]));
-    }
-
-    #[test]
-    fn respects_max_merge() {
-        let p = SizeTiered {
-            min_merge: 2,
-            max_merge: 3,
-            ..Default::default()
-        };
-        assert_eq!(p.pick(&[5; 10]).map(|v| v.len()), Some(3));
     }
 }
