@@ -68,6 +68,57 @@
 //!   behind the master's back); the parent's files are untouched by a split;
 //! - any other hole or overlap is logged as an error and left for an operator.
 //!
+//! ## Garbage collection ([`gc`])
+//! Under a tablet server no tablet deletes a file: a paused old owner must never remove
+//! files its tablet's new owner uses. The master deletes what no tablet that might still be
+//! loaded or recovered can ever need; each tablet server trims its own commit log.
+//!
+//! What a tablet can ever need is named by the **newest manifest** of its directory (the one
+//! a loader picks: highest epoch, then number): its SSTables, and the logs it would replay
+//! (its log references and seals). Older manifests and those a deposed owner writes later at
+//! a lower epoch are never loaded, so they protect nothing. Tablets that may still be loaded
+//! are those METADATA has a row for, plus METADATA's own tablet; a directory METADATA does
+//! not name is a split parent after the split committed, a split child before it commits
+//! (or after a rolled-back split), or a tablet of a deleted table.
+//!
+//! One pass, in this order: (1) list `tables/` and `logs/` under the data root; (2) scan
+//! METADATA and read the root-tablet, table and server files; (3) read the newest manifest
+//! of every listed tablet directory. A **candidate** is then: a tablet directory METADATA
+//! does not name; an SSTable no manifest of a surviving directory names; the log directory
+//! `logs/<id>` of a server with no file in `/quarry/servers/` that no surviving manifest
+//! names. A candidate is deleted only when it was a candidate in an earlier pass and in
+//! every pass since, and was first seen at least `gc_min_age` ago (default 10 minutes).
+//! Why that suffices:
+//! - *Split children share the parent's SSTables*: each child's manifest lists them (clipped),
+//!   so they stay until no manifest of any child (or of the parent, while it lives) lists
+//!   them; the parent's directory dies on its own (its manifests go first), never its files.
+//! - *A compaction still reading its inputs* after publishing its output: readers hold open
+//!   file handles, which keep an unlinked file readable; and the inputs wait `gc_min_age`.
+//! - *A file newer than the scan*: files are listed before manifests are read, so only files
+//!   that existed at the listing are candidates; one written but not yet in a manifest (a
+//!   flush or compaction between its fsync and its manifest edit) becomes referenced within
+//!   milliseconds, long before `gc_min_age`, and a file referenced in any pass loses its
+//!   candidacy. Likewise a split child's directory exists before its METADATA row; a server
+//!   that has not committed within `gc_min_age` (longer than a session lease) has lost its
+//!   session, so its fenced METADATA write is rejected and the child can never be loaded.
+//! - *A dead server's log not yet replayed*: a server writes its log into a tablet's manifest
+//!   (a log reference) before serving the tablet, and that reference stays in every manifest
+//!   until a later owner has replayed the log up to its seals and flushed the result into
+//!   SSTables (`forget_old_logs` in the tablet crate). So while some tablet may still need a
+//!   dead log, its newest manifest names it. A server's log directory is created only after
+//!   its server file, so a listed log whose server file is gone belongs to a dead server.
+//! - *The live servers' logs*: never touched by the master. Each server deletes its own
+//!   segments below the lowest position of its log that the newest manifest of any tablet it
+//!   ever loaded still names (`tablet::server` module `log_gc`).
+//! - *Deleted tables*: their tablet directories are dead once the rows are gone; the
+//!   manifests go first, then the SSTables (candidates of later passes), then the empty
+//!   directories, and `tables/<id>` once empty and neither a table file nor a row names it.
+//! - *A crash part way*: every deletion is idempotent and ordered so that no manifest of a
+//!   surviving tablet ever names a deleted file; what is left is found by the next pass. A
+//!   new master starts with no suspects, which only delays deletions.
+//!
+//! Deleting needs the master's lease to be valid just before ([`master::Inner::guard`]).
+//!
 //! ## Implementation caveats
 //! - One operation at a time: admin calls and the control loop share one lock, held across
 //!   tablet-server calls (bounded by `rpc_timeout` / `load_timeout`).
@@ -76,7 +127,14 @@
 //!   lease (DESIGN.md rule 5).
 //! - Unloads of stale copies and of deleted tables' tablets are best effort; a copy that
 //!   survives is found and unloaded at the next reconciliation.
-//! - No garbage collection of SSTables and log segments yet (the issue asks for it).
+//! - Garbage collection trusts that nothing pauses longer than `gc_min_age` between writing
+//!   an SSTable and naming it in a manifest: a tablet server stopped for that long in exactly
+//!   that window, woken before its tablet's next owner loads, could publish a manifest naming
+//!   a deleted file (the next load then fails with an I/O error; it reads no wrong data).
+//!   Manifest writes are not fenced, so nothing stronger is available without a tablet-side
+//!   check. A corrupt manifest stops every pass (its references are unknown).
+//! - The master reads manifests and lists files in the shared data root directly (as it
+//!   already does to decide `create`), rather than asking tablet servers.
 //! - No status page or metrics yet; `Status` over gRPC only.
 //! - `SplitTablet` is forwarded to the tablet server (which allocates nothing: the master
 //!   passes the children's ids); splits the servers start by themselves are learnt at the
@@ -93,6 +151,7 @@ pub mod assign;
 pub mod conns;
 pub mod convert;
 pub mod error;
+pub mod gc;
 pub mod master;
 pub mod metadata;
 pub mod ns;

@@ -51,6 +51,12 @@ pub struct MasterConfig {
     pub rpc_timeout: Duration,
     /// Deadline of loads, unloads and splits.
     pub load_timeout: Duration,
+    /// Period of a garbage-collection pass (`None`: no garbage collection).
+    pub gc_interval: Option<Duration>,
+    /// A file is deleted only after it has been garbage in every pass for this long (see
+    /// the crate essay's "Garbage collection": it must exceed any pause between writing
+    /// a file and naming it in a manifest, and a session lease).
+    pub gc_min_age: Duration,
 }
 
 impl MasterConfig {
@@ -68,6 +74,8 @@ impl MasterConfig {
             registration_grace: Duration::from_secs(10),
             rpc_timeout: Duration::from_secs(5),
             load_timeout: Duration::from_secs(60),
+            gc_interval: Some(Duration::from_secs(60)),
+            gc_min_age: Duration::from_secs(600),
         }
     }
 }
@@ -202,14 +210,30 @@ async fn lead(inner: Arc<Inner>) -> Result<()> {
     }
     let mut ticker = tokio::time::interval(inner.cfg.tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut gc = crate::gc::Collector::default();
+    let mut last_gc = Instant::now();
     loop {
         ticker.tick().await;
-        let mut g = inner.active.lock().await;
-        let a = g.as_mut().expect("active after take-over");
-        match crate::recover::tick(&inner, a).await {
-            Ok(()) => {}
-            Err(e @ Error::LostMastership(_)) => return Err(e),
-            Err(e) => tracing::warn!("control loop: {e}"),
+        {
+            let mut g = inner.active.lock().await;
+            let a = g.as_mut().expect("active after take-over");
+            match crate::recover::tick(&inner, a).await {
+                Ok(()) => {}
+                Err(e @ Error::LostMastership(_)) => return Err(e),
+                Err(e) => tracing::warn!("control loop: {e}"),
+            }
+        }
+        if inner
+            .cfg
+            .gc_interval
+            .is_some_and(|i| last_gc.elapsed() >= i)
+        {
+            last_gc = Instant::now();
+            match gc.pass(&inner).await {
+                Ok(_) => {}
+                Err(e @ Error::LostMastership(_)) => return Err(e),
+                Err(e) => tracing::warn!("garbage collection: {e}"),
+            }
         }
     }
 }

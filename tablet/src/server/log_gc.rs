@@ -25,11 +25,14 @@
 //! longer names this log adds nothing. A manifest that cannot be read skips the round.
 
 use std::collections::BTreeSet;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use sstable::Fs;
+
 use super::Shared;
-use crate::commitlog::LogPosition;
+use crate::commitlog::{CommitLog, LogPosition};
 use crate::error::Result;
 use crate::manifest;
 
@@ -42,20 +45,32 @@ pub fn floor(position: LogPosition, refs: impl IntoIterator<Item = LogPosition>)
     refs.into_iter().fold(position, LogPosition::min)
 }
 
-impl Shared {
-    /// The floor of this server's log (see the module essay): segments before its
-    /// segment are needed by no tablet.
-    pub(crate) fn log_floor(&self) -> Result<LogPosition> {
-        let position = self.log.position();
-        let dirs: BTreeSet<String> = self.log_users.lock().clone();
-        let own = crate::tablet::relative_to(&self.root, self.log.dir())?;
-        let mut refs = Vec::new();
-        for dir in dirs {
-            if let Some(m) = manifest::read_newest(&*self.fs, &self.root.join(&dir))? {
-                refs.extend(m.log_refs.iter().filter(|r| r.dir == own).map(|r| r.from));
-            }
+/// The floor of `log` (under the data root `root`) given the directories (relative to
+/// the root) of every tablet that ever used it: segments before the floor's segment are
+/// needed by no tablet. The log's position is read before `dirs` is called.
+pub fn log_floor(
+    fs: &dyn Fs,
+    root: &Path,
+    log: &CommitLog,
+    dirs: impl FnOnce() -> BTreeSet<String>,
+) -> Result<LogPosition> {
+    let position = log.position();
+    let own = crate::tablet::relative_to(root, log.dir())?;
+    let mut refs = Vec::new();
+    for dir in dirs() {
+        if let Some(m) = manifest::read_newest(fs, &root.join(&dir))? {
+            refs.extend(m.log_refs.iter().filter(|r| r.dir == own).map(|r| r.from));
         }
-        Ok(floor(position, refs))
+    }
+    Ok(floor(position, refs))
+}
+
+impl Shared {
+    /// The floor of this server's log (see [`log_floor`]).
+    pub(crate) fn log_floor(&self) -> Result<LogPosition> {
+        log_floor(&*self.fs, &self.root, &self.log, || {
+            self.log_users.lock().clone()
+        })
     }
 
     /// One round: deletes this log's segments below the floor. Returns the floor segment.

@@ -22,7 +22,7 @@
 //!   not above the manifest's, and seals the logs it replays (rule 7).
 
 pub mod convert;
-mod log_gc;
+pub mod log_gc;
 pub mod ownership;
 mod service;
 mod split;
