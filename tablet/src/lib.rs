@@ -52,7 +52,7 @@
 //! picks; its SSTable names carry its epoch, so it cannot overwrite the new owner's files.
 //! It could still delete SSTables after a compaction: under a tablet server
 //! `delete_obsolete_files` is off and the master's garbage collector removes files no
-//! manifest references. Acknowledged writes survive crashes because they are fsynced in
+//! manifest references (its safety argument is in the `master` crate's essay). Acknowledged writes survive crashes because they are fsynced in
 //! the log before the ack, and the log is only cut behind a manifest that points past it.
 //! A failed fsync or manifest write fails the tablet stop ([`Error::Failed`]): it never
 //! retries the fsync and trusts it; reopening replays the log.
@@ -72,9 +72,10 @@
 //! - Compaction outputs one SSTable per group; no output splitting by size yet.
 //! - Memtable iterators copy each entry (the skiplist borrow cannot outlive a step).
 //! - Leveled compaction is not written yet (only size-tiered).
-//! - Under a tablet server obsolete SSTables and commit-log segments are not deleted yet:
-//!   that is the master's garbage collector's job, and it is not written yet, so disk use
-//!   grows with compactions until it is.
+//! - Under a tablet server obsolete SSTables are deleted by the master's garbage collector
+//!   (after its minimum age, default 10 minutes), not at once; a server deletes its own
+//!   commit-log segments ([`server::log_gc`]) every 2 s, so segments of a tablet with
+//!   unflushed writes stay until its next flush.
 //! - A tablet server that loses its session exits; it never re-registers in-process.
 //! - SampleRowKeys reports SSTable block boundaries only (memtable data is not sampled).
 
