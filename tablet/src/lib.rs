@@ -84,6 +84,7 @@
 mod background;
 pub mod commitlog;
 pub mod compaction;
+pub mod crashpoint;
 pub mod error;
 pub mod filter;
 pub mod flush;

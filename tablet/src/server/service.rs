@@ -452,6 +452,7 @@ impl pb::tablet_server::Tablet for TabletService {
             t.force_flush()
         })
         .await?;
+        crate::crashpoint::hit("unload-after-flush");
         tracing::info!(tablet = req.tablet_id, "unloaded");
         Ok(Response::new(pb::UnloadTabletResponse {}))
     }

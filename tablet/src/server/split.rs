@@ -10,6 +10,9 @@
 //!    `[mid, end)`: from here the children are the truth;
 //! 4. the children are loaded here (epoch 1) and the parent dropped.
 //!
+//! Each step boundary has a named crash point ([`crate::crashpoint`]); a split and an
+//! unload of one tablet never interleave (the tablet's `busy` lock).
+//!
 //! A crash between 2 and 3 leaves a row for the left child overlapping the parent's: the
 //! master rolls the split back (deletes the left child's row) once this server is dead, and
 //! the parent is reloaded from its untouched manifest. Both METADATA writes carry this
@@ -23,6 +26,7 @@ use tonic::Status;
 
 use super::convert::{mutations_to_pb, not_serving, status};
 use super::{sequencer_to_pb, Loaded, Shared};
+use crate::crashpoint;
 use crate::meta::{self, TabletRecord, ROOT_TABLET_PATH};
 use crate::pb;
 use crate::pb::tablet_client::TabletClient;
@@ -56,6 +60,17 @@ impl Shared {
             return Err(Status::failed_precondition(
                 "METADATA's tablet never splits",
             ));
+        }
+        // An unload of the same tablet waits for the split and then finds it gone (and a
+        // split that waited for an unload finds the parent gone here).
+        let _busy = loaded.busy.lock().await;
+        if !self
+            .tablets
+            .read()
+            .get(&parent)
+            .is_some_and(|l| Arc::ptr_eq(l, &loaded))
+        {
+            return Err(not_serving(format!("tablet {parent} is not served here")));
         }
         let mid = match split_row {
             Some(r) => r,
@@ -106,20 +121,46 @@ impl Shared {
             .map_err(|e| Status::internal(e.to_string()))?
             .map_err(status)?;
         tracing::info!(parent, left_id, right_id, "split: children written");
-        let fence_pb = sequencer_to_pb(&fence);
-        for desc in [&left, &right] {
+        crashpoint::hit("split-after-children-written");
+        self.commit_split(parent, &left, &right, &sequencer_to_pb(&fence))
+            .await?;
+        crashpoint::hit("split-before-reply");
+        Ok((left, right))
+    }
+
+    /// Steps 2-4 of the module doc: the two METADATA rows, then the children replace the
+    /// parent here.
+    async fn commit_split(
+        &self,
+        parent: TabletId,
+        left: &pb::TabletDescriptor,
+        right: &pb::TabletDescriptor,
+        fence: &pb::Sequencer,
+    ) -> Result<(), Status> {
+        for (desc, point) in [
+            (left, "split-after-left-row"),
+            (right, "split-after-parent-row"),
+        ] {
             let rec = self.record(desc);
-            if let Err(e) = self.write_metadata(&rec, &fence_pb).await {
+            if let Err(e) = self.write_metadata(&rec, fence).await {
                 self.stop_serving(&format!("METADATA write of a split failed: {e}"));
                 return Err(e);
             }
+            crashpoint::hit(point);
         }
         self.remove(parent);
-        for desc in [&left, &right] {
+        crashpoint::hit("split-before-load-children");
+        for desc in [left, right] {
             self.load_child(desc).await?;
         }
-        tracing::info!(parent, left_id, right_id, "split committed");
-        Ok((left, right))
+        crashpoint::hit("split-after-load-children");
+        tracing::info!(
+            parent,
+            left = left.tablet_id,
+            right = right.tablet_id,
+            "split committed"
+        );
+        Ok(())
     }
 
     fn record(&self, d: &pb::TabletDescriptor) -> TabletRecord {

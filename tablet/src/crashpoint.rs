@@ -1,0 +1,87 @@
+//! Named crash points for the crash-at-every-step tests (RELIABILITY.md T5).
+//!
+//! [`hit`]`(name)` aborts the process (`std::process::abort`, which like `kill -9` runs no
+//! destructors, flushes nothing and replies to nobody) when the environment variable
+//! [`ENV`] (`QUARRY_CRASHPOINT`) equals `name`. The variable is read once per process
+//! (a `OnceLock`), so a point costs one string compare; it is always compiled in, because
+//! the fault tests run the release binary and the `fail` crate must stay out of release
+//! builds (DEPENDENCIES.md). A process started without the variable never crashes here.
+//!
+//! The points, in protocol order:
+//!
+//! Split on a tablet server (`server/split.rs`, DESIGN.md section 6 / issue4-shared.md):
+//! - `split-after-children-written`: the children's manifests exist, METADATA untouched;
+//! - `split-after-left-row`: METADATA holds the left child's row and the parent's row (an
+//!   overlap the master rolls back once this server is dead);
+//! - `split-after-parent-row`: the parent's row describes the right child: committed;
+//! - `split-before-load-children`: the parent is dropped here, no child loaded yet;
+//! - `split-after-load-children`: both children loaded, nothing reported yet;
+//! - `split-before-reply`: the split is about to be answered (to the master or logged).
+//!
+//! Unload on a tablet server (`server/service.rs`):
+//! - `unload-after-flush`: the tablet was closed for writes and flushed, no reply sent;
+//!
+//! A move by the master (`master/src/assign.rs`):
+//! - `move-after-unload`: the old server unloaded the tablet, METADATA still names it;
+//! - `assign-after-epoch-bump`: METADATA names the new server at the new epoch, no load
+//!   sent (also hit by plain assignments);
+//! - `assign-after-load`: the new server loaded the tablet, the master's view not updated.
+
+use std::sync::OnceLock;
+
+/// The environment variable naming the crash point a process aborts at.
+pub const ENV: &str = "QUARRY_CRASHPOINT";
+
+/// Every crash point, in the order of the module doc (tests iterate over them).
+pub const POINTS: &[&str] = &[
+    "split-after-children-written",
+    "split-after-left-row",
+    "split-after-parent-row",
+    "split-before-load-children",
+    "split-after-load-children",
+    "split-before-reply",
+    "unload-after-flush",
+    "move-after-unload",
+    "assign-after-epoch-bump",
+    "assign-after-load",
+];
+
+fn armed() -> Option<&'static str> {
+    static ARMED: OnceLock<Option<String>> = OnceLock::new();
+    ARMED
+        .get_or_init(|| std::env::var(ENV).ok().filter(|s| !s.is_empty()))
+        .as_deref()
+}
+
+/// Aborts the process if it was started with [`ENV`] equal to `name`.
+pub fn hit(name: &str) {
+    debug_assert!(POINTS.contains(&name), "unknown crash point {name}");
+    if armed() == Some(name) {
+        tracing::error!(point = name, "crash point reached: aborting");
+        eprintln!("quarry: crash point {name} reached: aborting");
+        std::process::abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unarmed_point_returns() {
+        // The test process is not started with QUARRY_CRASHPOINT set to a point name.
+        if armed().is_none() {
+            for p in POINTS {
+                hit(p);
+            }
+        }
+    }
+
+    #[test]
+    fn point_names_are_unique() {
+        let mut v = POINTS.to_vec();
+        v.sort();
+        v.dedup();
+        assert_eq!(v.len(), POINTS.len());
+    }
+}
