@@ -7,9 +7,15 @@
 //! fails leaves the tablet unassigned and held: it may still complete (a timeout, a lost
 //! reply), so it is retried (at a higher epoch, on the then least-loaded server) only
 //! after the next reconciliation has asked the server what it serves.
+//!
+//! Right before the epoch bump the tablet's METADATA row is read again
+//! ([`ensure_record_unchanged`]): a plan made from a view older than a split is dropped.
+//! Crash points (`tablet::crashpoint`): `move-after-unload`, `assign-after-epoch-bump`,
+//! `assign-after-load`.
 
 use std::path::Path;
 
+use tablet::crashpoint;
 use tablet::meta::{metadata_schema, TabletRecord};
 use tablet::TabletId;
 
@@ -101,6 +107,7 @@ pub async fn assign(inner: &Inner, a: &mut Active, t: TabletId, server: &str) ->
         .get(server)
         .cloned()
         .ok_or_else(|| Error::NotFound(format!("tablet server {server}")))?;
+    ensure_record_unchanged(inner, a, &rec).await?;
     let new = TabletRecord {
         server_id: s.info.id.clone(),
         server_addr: s.info.addr.clone(),
@@ -111,6 +118,7 @@ pub async fn assign(inner: &Inner, a: &mut Active, t: TabletId, server: &str) ->
     meta(inner, a)?.put(&new).await?;
     a.view.tablets.insert(t, new.clone());
     a.view.unassigned.insert(t);
+    crashpoint::hit("assign-after-epoch-bump");
     let req = tpb::LoadTabletRequest {
         tablet: Some(descriptor(&new, &table.schema)),
         epoch: new.epoch,
@@ -124,9 +132,54 @@ pub async fn assign(inner: &Inner, a: &mut Active, t: TabletId, server: &str) ->
         a.held.insert(t);
         return Err(e);
     }
+    crashpoint::hit("assign-after-load");
     a.view.unassigned.remove(&t);
     tracing::info!(tablet = t, server = %s.info.id, epoch = new.epoch, "tablet assigned");
     Ok(())
+}
+
+/// Re-reads `rec`'s METADATA row right before the epoch bump. The view may be stale: a
+/// tablet server may have split the tablet since the last scan, and then its row (the
+/// same key) describes the right child. Writing the planned record would resurrect the
+/// parent over its children, so a changed or vanished record is not written: the view is
+/// corrected from METADATA and the tablet replanned by the next tick.
+///
+/// No split can start between this read and the write: a moved tablet was unloaded first,
+/// a dead server's sequencer no longer passes METADATA's fence, and a tablet its live
+/// server stopped reporting had finished its split's METADATA writes before that.
+pub async fn ensure_record_unchanged(
+    inner: &Inner,
+    a: &mut Active,
+    rec: &TabletRecord,
+) -> Result<()> {
+    inner.guard()?;
+    let key = rec.key();
+    let mut end = key.clone();
+    end.push(0);
+    let now = meta(inner, a)?
+        .scan(tablet::RowRange { start: key, end })
+        .await?;
+    let t = rec.tablet_id;
+    match now.into_iter().next() {
+        Some(cur) if cur == *rec => Ok(()),
+        cur => {
+            tracing::warn!(
+                tablet = t,
+                now = ?cur.as_ref().map(|c| c.tablet_id),
+                "METADATA changed since the master's view: replanning"
+            );
+            a.view.tablets.remove(&t);
+            a.view.unassigned.remove(&t);
+            if let Some(c) = cur {
+                a.view.tablets.insert(c.tablet_id, c);
+            }
+            // Force a full reconciliation at the next tick.
+            a.last_scan = None;
+            Err(Error::Unavailable(format!(
+                "tablet {t}: METADATA record changed since it was planned"
+            )))
+        }
+    }
 }
 
 /// Unloads tablet `t` from the server at `addr` (it flushes first).
@@ -200,6 +253,7 @@ pub async fn balance(inner: &Inner, a: &mut Active) -> Result<()> {
             }
             Ok(()) => {}
         }
+        crashpoint::hit("move-after-unload");
         a.view.unassigned.insert(m.tablet);
         match assign(inner, a, m.tablet, &m.to).await {
             Err(e @ Error::LostMastership(_)) => return Err(e),
