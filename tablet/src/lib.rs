@@ -32,9 +32,14 @@
 //! ## Compactions ([`flush`], [`compaction`])
 //! *Minor*: freeze the memtable (taking the write gate exclusively, so the frozen memtable
 //! holds exactly the records before its redo point), write one SSTable per locality group,
-//! then one manifest edit adds them and advances the redo point. *Merging*: the size-tiered
-//! policy, a pure function of SSTable sizes, picks similar-sized files to merge. *Major*:
-//! all SSTables of a group into one, dropping deletion markers and collected versions.
+//! then one manifest edit adds them and advances the redo point. *Merging*: a policy, a pure
+//! function of the SSTables' metadata, picks what to merge: size-tiered (similar-sized
+//! files, all at level 0; the default) or leveled (`TabletOptions::leveled`: level 0 of
+//! flush outputs, levels 1.. of non-overlapping runs growing by a ratio, outputs cut at row
+//! boundaries, trivial moves; each SSTable's level is in the manifest). Scans concatenate
+//! each level >= 1 instead of merging its files. *Major*: all SSTables of a group into one
+//! run, dropping deletion markers and collected versions. [`compaction::sim`] runs a policy
+//! without I/O and reports write, space and read amplification.
 //! Writers stall (bounded by a timeout) when frozen memtables pile up.
 //!
 //! ## Recovery and the safety argument ([`tablet`])
@@ -69,9 +74,12 @@
 //!   tablets wants a shared pool.
 //! - GC by `max_versions` is final: versions a compaction collected do not come back when a
 //!   newer version is deleted later (reads before that compaction would show them).
-//! - Compaction outputs one SSTable per group; no output splitting by size yet.
+//! - Size-tiered compaction outputs one SSTable per group (only leveled cuts outputs).
 //! - Memtable iterators copy each entry (the skiplist borrow cannot outlive a step).
-//! - Leveled compaction is not written yet (only size-tiered).
+//! - Leveled compaction picks Ln files by the least overlap below, with no compaction
+//!   pointer, no sub-compactions and no dynamic level sizes; after a switch from
+//!   size-tiered the level-0 order may not be by age, so an L0 pick that leaves some L0
+//!   files out never drops markers.
 //! - Under a tablet server obsolete SSTables are deleted by the master's garbage collector
 //!   (after its minimum age, default 10 minutes), not at once; a server deletes its own
 //!   commit-log segments ([`server::log_gc`]) every 2 s, so segments of a tablet with
