@@ -21,6 +21,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use hdrhistogram::Histogram;
 use rand::{Rng, SeedableRng};
+use tablet::compaction::Policy;
 use tablet::{
     CommitLog, CommitLogOptions, Mutation, ReadFilter, RowRange, Schema, Tablet, TabletConfig,
     TabletOptions,
@@ -68,6 +69,9 @@ pub struct EngineArgs {
     /// Random seed.
     #[arg(long, default_value_t = 301)]
     pub seed: u64,
+    /// Compaction policy: size-tiered or leveled.
+    #[arg(long, default_value = "size-tiered", value_parser = Policy::parse)]
+    pub compaction: Policy,
 }
 
 /// One workload's figures.
@@ -91,11 +95,11 @@ pub struct WorkloadResult {
     pub found: u64,
 }
 
-struct Engine {
-    tablet: Arc<Tablet>,
+pub(crate) struct Engine {
+    pub(crate) tablet: Arc<Tablet>,
 }
 
-fn open_engine(args: &EngineArgs, fresh: bool) -> Result<Engine> {
+pub(crate) fn open_engine(args: &EngineArgs, fresh: bool) -> Result<Engine> {
     if fresh && args.dir.exists() {
         std::fs::remove_dir_all(&args.dir)
             .with_context(|| format!("wiping {}", args.dir.display()))?;
@@ -116,6 +120,7 @@ fn open_engine(args: &EngineArgs, fresh: bool) -> Result<Engine> {
         ..TabletOptions::default()
     };
     options.table.block_size = args.block_size;
+    options.set_policy(args.compaction.clone());
     let tablet = Tablet::open(TabletConfig {
         fs,
         root,
@@ -133,7 +138,7 @@ fn open_engine(args: &EngineArgs, fresh: bool) -> Result<Engine> {
     })
 }
 
-fn key(i: u64, size: usize) -> Vec<u8> {
+pub(crate) fn key(i: u64, size: usize) -> Vec<u8> {
     let s = format!("{i:0size$}");
     s.as_bytes()[s.len().saturating_sub(size)..].to_vec()
 }
@@ -142,13 +147,13 @@ fn key(i: u64, size: usize) -> Vec<u8> {
 /// one buffer of at least 1 MiB, built from 100-byte pieces that are half random printable
 /// bytes and half a repeat of them, handed out as consecutive slices. Generating values
 /// costs the driver almost nothing, so the figures measure the engine.
-struct ValueGen {
+pub(crate) struct ValueGen {
     data: Vec<u8>,
     pos: usize,
 }
 
 impl ValueGen {
-    fn new(rng: &mut impl Rng, value_size: usize) -> ValueGen {
+    pub(crate) fn new(rng: &mut impl Rng, value_size: usize) -> ValueGen {
         const PIECE: usize = 100;
         let len = (1 << 20).max(value_size);
         let mut data = Vec::with_capacity(len + PIECE);
@@ -162,7 +167,7 @@ impl ValueGen {
         ValueGen { data, pos: 0 }
     }
 
-    fn next(&mut self, size: usize) -> &[u8] {
+    pub(crate) fn next(&mut self, size: usize) -> &[u8] {
         if self.pos + size > self.data.len() {
             self.pos = 0;
         }
@@ -385,7 +390,7 @@ impl WriteTotals {
     }
 }
 
-fn close(e: Engine) -> Result<()> {
+pub(crate) fn close(e: Engine) -> Result<()> {
     let t = Arc::try_unwrap(e.tablet).map_err(|_| anyhow::anyhow!("tablet still in use"))?;
     t.close()?;
     Ok(())

@@ -2,7 +2,11 @@
 
 use clap::Subcommand;
 
+pub mod bench_compaction;
 pub mod bench_engine;
+pub mod bench_plot;
+pub mod bench_rocksdb_stats;
+pub mod bench_ycsb;
 pub mod cli;
 pub mod cli_admin;
 pub mod cli_data;
@@ -43,6 +47,11 @@ pub enum BenchCommand {
     /// db_bench workloads (fillseq, fillrandom, overwrite, readrandom, readseq, seekrandom)
     /// against one embedded tablet.
     Engine(bench_engine::EngineArgs),
+    /// A compaction policy's write, read and space amplification, compaction throughput
+    /// and write stalls over one run on one tablet (or `--simulate`d), beside db_bench's.
+    Compaction(bench_compaction::CompactionArgs),
+    /// The YCSB core workloads (a-f) against a cluster or an embedded tablet.
+    Ycsb(bench_ycsb::YcsbArgs),
     /// Lock-service acquire+release latency and throughput (as `quarry lock bench`).
     Lock(lock::LockBenchArgs),
 }
@@ -52,6 +61,8 @@ pub fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Bench(b) => match b {
             BenchCommand::Engine(a) => bench_engine::run(a),
+            BenchCommand::Compaction(a) => bench_compaction::run(a),
+            BenchCommand::Ycsb(a) => bench_ycsb::run(a),
             BenchCommand::Lock(a) => lock::bench_lock(a),
         },
         Command::LockServer(a) => lock::lock_server(a),

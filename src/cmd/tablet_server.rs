@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use tablet::compaction::Policy;
 use tablet::server::{self, ServerConfig};
 use tablet::{CommitLogOptions, TabletOptions};
 
@@ -56,10 +57,21 @@ pub struct TabletServerArgs {
     /// How often tablet sizes are checked for splitting, in milliseconds.
     #[arg(long, default_value_t = 5000)]
     split_check_ms: u64,
+    /// Compaction policy of every tablet: size-tiered or leveled.
+    #[arg(long, default_value = "size-tiered", value_parser = Policy::parse)]
+    compaction: Policy,
 }
 
 /// Runs `quarry tablet-server`.
 pub fn tablet_server(a: TabletServerArgs) -> anyhow::Result<()> {
+    let mut tablet_options = TabletOptions {
+        memtable_bytes: a.memtable_bytes,
+        // Under a tablet server the master's garbage collector removes obsolete files:
+        // a paused old owner must never delete files a newer owner uses.
+        delete_obsolete_files: false,
+        ..TabletOptions::default()
+    };
+    tablet_options.set_policy(a.compaction);
     std::fs::create_dir_all(&a.data).with_context(|| format!("creating {}", a.data.display()))?;
     let root = a.data.canonicalize()?;
     let cfg = ServerConfig {
@@ -68,13 +80,7 @@ pub fn tablet_server(a: TabletServerArgs) -> anyhow::Result<()> {
         root,
         lock_addrs: a.lock.split(',').map(|s| s.trim().to_string()).collect(),
         name: a.name.unwrap_or_else(|| format!("ts-{}", a.listen.port())),
-        tablet_options: TabletOptions {
-            memtable_bytes: a.memtable_bytes,
-            // Under a tablet server the master's garbage collector removes obsolete files:
-            // a paused old owner must never delete files a newer owner uses.
-            delete_obsolete_files: false,
-            ..TabletOptions::default()
-        },
+        tablet_options,
         log_options: CommitLogOptions {
             sync: !a.no_sync,
             ..CommitLogOptions::default()
