@@ -135,7 +135,8 @@ impl Client {
         let ep = Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|e| Error::InvalidArgument(format!("bad server address {addr:?}: {e}")))?
             .connect_timeout(Duration::from_millis(500))
-            .tcp_nodelay(true);
+            .tcp_nodelay(true)
+            .local_address(lockservice::bind::source_ip());
         let c = ep.connect_lazy();
         chans.insert(addr.to_string(), c.clone());
         Ok(c)

@@ -141,6 +141,7 @@
 
 #![warn(missing_docs)]
 
+pub mod bind;
 pub mod client;
 pub mod clock;
 pub mod error;

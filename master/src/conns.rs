@@ -48,7 +48,8 @@ impl Conns {
         }
         let ep = Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|e| Error::Unavailable(format!("bad tablet server address {addr:?}: {e}")))?
-            .connect_timeout(self.rpc_timeout);
+            .connect_timeout(self.rpc_timeout)
+            .local_address(lockservice::bind::source_ip());
         let c = TabletClient::new(ep.connect_lazy())
             .max_decoding_message_size(MAX_TABLET_MESSAGE)
             .max_encoding_message_size(MAX_TABLET_MESSAGE);

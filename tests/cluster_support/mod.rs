@@ -8,7 +8,6 @@
 #[path = "../lock_support/mod.rs"]
 pub mod lock_support;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -97,83 +96,10 @@ pub async fn status_of(addr: &str) -> Option<master::pb::StatusResponse> {
         .map(|r| r.into_inner())
 }
 
-/// One serving interval of a tablet by a server, in CLOCK_MONOTONIC nanoseconds.
-#[derive(Debug, Clone)]
-pub struct Interval {
-    pub server: String,
-    pub tablet: u64,
-    pub epoch: u64,
-    pub start: u64,
-    pub end: Option<u64>,
-}
+/// The ownership checker lives in the chaos crate (shared with `quarry chaos check`).
+pub use chaos::ownership::{overlaps, Interval};
 
 /// Reads every ownership log under `<root>/ownership/`.
 pub fn ownership_intervals(root: &Path) -> Vec<Interval> {
-    let mut open: BTreeMap<(String, u64, u64), u64> = BTreeMap::new();
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(root.join("ownership")) else {
-        return out;
-    };
-    for e in entries {
-        let text = std::fs::read_to_string(e.unwrap().path()).unwrap();
-        for line in text.lines() {
-            let v: serde_json::Value = serde_json::from_str(line).unwrap();
-            let key = (
-                v["server"].as_str().unwrap().to_string(),
-                v["tablet"].as_u64().unwrap(),
-                v["epoch"].as_u64().unwrap(),
-            );
-            let t = v["mono_ns"].as_u64().unwrap();
-            match v["event"].as_str().unwrap() {
-                "start" => {
-                    open.insert(key, t);
-                }
-                _ => {
-                    if let Some(start) = open.remove(&key) {
-                        out.push(Interval {
-                            server: key.0,
-                            tablet: key.1,
-                            epoch: key.2,
-                            start,
-                            end: Some(t),
-                        });
-                    }
-                }
-            }
-        }
-    }
-    for ((server, tablet, epoch), start) in open {
-        out.push(Interval {
-            server,
-            tablet,
-            epoch,
-            start,
-            end: None,
-        });
-    }
-    out
-}
-
-/// Pairs of intervals in which two different servers served one tablet at once. An
-/// interval with no end (a killed process) counts as open until `killed_at` of its server
-/// if given, else forever.
-pub fn overlaps(
-    intervals: &[Interval],
-    killed_at: &BTreeMap<String, u64>,
-) -> Vec<(Interval, Interval)> {
-    let end = |i: &Interval| {
-        i.end
-            .or_else(|| killed_at.get(&i.server).copied())
-            .unwrap_or(u64::MAX)
-    };
-    let mut out = Vec::new();
-    for (n, a) in intervals.iter().enumerate() {
-        for b in &intervals[n + 1..] {
-            if a.tablet == b.tablet && a.server != b.server && a.start < end(b) && b.start < end(a)
-            {
-                out.push((a.clone(), b.clone()));
-            }
-        }
-    }
-    out
+    chaos::ownership::intervals(root).expect("reading the ownership logs")
 }

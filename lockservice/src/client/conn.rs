@@ -81,7 +81,8 @@ impl Conn {
         let ep = Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|e| Error::InvalidArgument(format!("bad address {addr}: {e}")))?
             .connect_timeout(Duration::from_millis(500))
-            .tcp_nodelay(true);
+            .tcp_nodelay(true)
+            .local_address(crate::bind::source_ip());
         let c = LockClient::new(ep.connect_lazy())
             .max_decoding_message_size(MAX_CLIENT_MESSAGE)
             .max_encoding_message_size(MAX_CLIENT_MESSAGE);

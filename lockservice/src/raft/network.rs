@@ -47,6 +47,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
                 let ch = ep
                     .connect_timeout(Duration::from_millis(500))
                     .tcp_nodelay(true)
+                    .local_address(crate::bind::source_ip())
                     .connect_lazy();
                 let client = RaftClient::new(ch)
                     .max_decoding_message_size(MAX_RAFT_MESSAGE)
