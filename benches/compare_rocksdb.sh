@@ -9,7 +9,8 @@
 #
 # Environment: NUM (1000000), VALUE (1000), KEY (16), THREADS (1), SYNC (0|1, default 0),
 # RUNS (3), WORKLOADS (fillseq,fillrandom,overwrite,readrandom,readseq,seekrandom),
-# DIR (a scratch dir), QUARRY (a prebuilt binary; default: build target/release/quarry).
+# DIR (a scratch dir), QUARRY (a prebuilt binary; default: build target/release/quarry),
+# COMPACTION (Quarry's policy: size-tiered (default) or leveled; RocksDB is always leveled).
 # Both engines: LZ4, 4 KiB data blocks, an 8 MiB block cache, a 64 MiB memtable (db_bench's
 # defaults), values that compress to half (db_bench's compression_ratio=0.5). Quarry also
 # writes 10-bit Bloom filters (db_bench writes none by default).
@@ -27,6 +28,7 @@ SYNC=${SYNC:-0}
 RUNS=${RUNS:-3}
 WORKLOADS=${WORKLOADS:-fillseq,fillrandom,overwrite,readrandom,readseq,seekrandom}
 DIR=${DIR:-$(mktemp -d /tmp/quarry-vs-rocksdb.XXXXXX)}
+COMPACTION=${COMPACTION:-size-tiered}
 
 if ! command -v db_bench >/dev/null 2>&1; then
   echo "installing RocksDB's db_bench (Debian package rocksdb-tools)"
@@ -42,7 +44,7 @@ sync_flag=""
 [ "$SYNC" = 1 ] && sync_flag="--sync"
 
 echo "== machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -r); load $(cut -d' ' -f1-3 /proc/loadavg); $(db_bench --version 2>&1 | head -1)"
-echo "== num=$NUM value=$VALUE key=$KEY threads=$THREADS sync=$SYNC runs=$RUNS workloads=$WORKLOADS"
+echo "== num=$NUM value=$VALUE key=$KEY threads=$THREADS sync=$SYNC runs=$RUNS workloads=$WORKLOADS quarry compaction=$COMPACTION"
 
 # db_bench gives each thread --num operations; divide so both engines do NUM in total.
 per_thread=$((NUM / THREADS))
@@ -51,7 +53,7 @@ for run in $(seq 1 "$RUNS"); do
   rm -rf "$DIR/quarry"
   $QUARRY bench engine --dir "$DIR/quarry" --workloads "$WORKLOADS" --num "$NUM" \
     --value-size "$VALUE" --key-size "$KEY" --threads "$THREADS" $sync_flag \
-    --block-size 4096 --cache-size 8388608 --memtable-size 67108864 \
+    --block-size 4096 --cache-size 8388608 --memtable-size 67108864 --compaction "$COMPACTION" \
     --json "$DIR/quarry.$run.json" | tee "$DIR/quarry.$run.txt"
   rm -rf "$DIR/quarry"
   echo "== run $run: rocksdb"
