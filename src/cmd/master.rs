@@ -46,6 +46,13 @@ pub struct MasterArgs {
     /// Tablet moves per balancing round (0: no balancing).
     #[arg(long, default_value_t = 1)]
     max_moves: usize,
+    /// Period of a garbage-collection pass over the data root, milliseconds (0: none).
+    #[arg(long, default_value_t = 60_000)]
+    gc_interval_ms: u64,
+    /// A file is deleted only after it was garbage in every pass for this long,
+    /// milliseconds (keep it well above any process pause and the session lease).
+    #[arg(long, default_value_t = 600_000)]
+    gc_min_age_ms: u64,
 }
 
 /// Runs `quarry master`.
@@ -61,6 +68,8 @@ pub fn master(a: MasterArgs) -> anyhow::Result<()> {
     cfg.scan_every = Duration::from_millis(a.scan_ms.max(10));
     cfg.balance_every = Duration::from_millis(a.balance_ms.max(10));
     cfg.max_moves = a.max_moves;
+    cfg.gc_interval = (a.gc_interval_ms > 0).then(|| Duration::from_millis(a.gc_interval_ms));
+    cfg.gc_min_age = Duration::from_millis(a.gc_min_age_ms);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
