@@ -416,6 +416,43 @@ impl Tablet {
             .unwrap_or_else(|| self.inner.log.position())
     }
 
+    /// Flushes, then moves the redo point to the log's current position if nothing of the
+    /// tablet is left in memtables, so the log before it can be deleted: an idle tablet
+    /// (nothing to flush) would otherwise pin the log at its last flush forever. Writes
+    /// that race with it stay in the memtable and keep the older redo point.
+    pub fn release_log(&self) -> Result<()> {
+        self.inner.force_flush()?;
+        let position = {
+            // With the write gate held no writer is between its log append and its
+            // memtable insert, so empty memtables mean every earlier record is flushed.
+            let _gate = self.inner.gate.write();
+            let state = self.inner.state.read();
+            if !state.active.is_empty() || !state.frozen.is_empty() {
+                return Ok(());
+            }
+            self.inner.log.position()
+        };
+        let mut s = self.inner.structure.lock();
+        let own = &self.inner.log_dir;
+        let mut m = s.manifest.clone();
+        let mut changed = false;
+        for r in m
+            .log_refs
+            .iter_mut()
+            .filter(|r| &r.dir == own && r.from < position)
+        {
+            r.from = position;
+            changed = true;
+        }
+        if changed {
+            if let Err(e) = s.store.write(&m) {
+                return Err(self.inner.fail(format!("manifest write failed: {e}")));
+            }
+            s.manifest = m;
+        }
+        Ok(())
+    }
+
     /// Minor compaction now: freezes the memtable and writes it out. Returns when every
     /// write acknowledged before the call is in SSTables.
     pub fn force_flush(&self) -> Result<()> {

@@ -20,6 +20,11 @@
 //!   position; its manifest may point into older segments of this log only if it was
 //!   loaded here before, and then it is in the set.
 //!
+//! A tablet that takes few writes would hold the floor at its last flush for ever (and an
+//! idle one, with nothing to flush, too): each round first makes every loaded tablet whose
+//! redo point lags more than [`MAX_LAG_SEGMENTS`] segments flush and, once its memtables
+//! are empty, move its redo point to the log's position ([`crate::Tablet::release_log`]).
+//!
 //! The set only grows for the life of the process (one directory name per tablet ever
 //! loaded); a directory whose manifest is gone (the master deleted a dead tablet) or no
 //! longer names this log adds nothing. A manifest that cannot be read skips the round.
@@ -38,6 +43,11 @@ use crate::manifest;
 
 /// How often the server looks for segments to delete.
 pub const LOG_GC_EVERY: Duration = Duration::from_secs(2);
+
+/// A loaded tablet whose redo point is more than this many segments behind the log's
+/// current one is flushed (or, idle, has its redo point moved up), so one quiet tablet
+/// does not pin the whole log (Bigtable section 5.4 flushes for the same reason).
+pub const MAX_LAG_SEGMENTS: u64 = 4;
 
 /// The lowest position of this log any of `refs` still needs, given the log's position
 /// (read before the set of tablets): replay of every tablet starts at or after it.
@@ -73,8 +83,23 @@ impl Shared {
         })
     }
 
-    /// One round: deletes this log's segments below the floor. Returns the floor segment.
+    /// One round: lets every loaded tablet whose redo point lags more than
+    /// [`MAX_LAG_SEGMENTS`] behind release the log ([`crate::Tablet::release_log`]), then
+    /// deletes this log's segments below the floor. Returns the floor segment.
     pub(crate) fn collect_log(&self) -> Result<u64> {
+        let current = self.log.position().segment;
+        let lagging: Vec<_> = self
+            .tablets
+            .read()
+            .values()
+            .filter(|l| l.tablet.redo_point().segment + MAX_LAG_SEGMENTS < current)
+            .map(|l| Arc::clone(&l.tablet))
+            .collect();
+        for t in lagging {
+            if let Err(e) = t.release_log() {
+                tracing::warn!(tablet = t.id(), "flushing to release the log: {e}");
+            }
+        }
         let floor = self.log_floor()?;
         let deleted = self.log.delete_segments_before(floor.segment)?;
         if deleted > 0 {
@@ -98,7 +123,7 @@ impl Shared {
                 return;
             }
             if self.log.position().segment <= last_floor {
-                continue; // nothing new could have become deletable
+                continue; // nothing could be deleted or lag
             }
             let s = Arc::clone(&self);
             match tokio::task::spawn_blocking(move || s.collect_log()).await {
