@@ -4,6 +4,7 @@ use clap::Subcommand;
 
 pub mod bench_compaction;
 pub mod bench_engine;
+pub mod bench_figure6;
 pub mod bench_plot;
 pub mod bench_rocksdb_stats;
 pub mod bench_ycsb;
@@ -52,6 +53,8 @@ pub enum BenchCommand {
     Compaction(bench_compaction::CompactionArgs),
     /// The YCSB core workloads (a-f) against a cluster or an embedded tablet.
     Ycsb(bench_ycsb::YcsbArgs),
+    /// The Bigtable paper's figure 6 benchmarks against a running cluster.
+    Figure6(bench_figure6::Figure6Args),
     /// Lock-service acquire+release latency and throughput (as `quarry lock bench`).
     Lock(lock::LockBenchArgs),
 }
@@ -63,6 +66,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             BenchCommand::Engine(a) => bench_engine::run(a),
             BenchCommand::Compaction(a) => bench_compaction::run(a),
             BenchCommand::Ycsb(a) => bench_ycsb::run(a),
+            BenchCommand::Figure6(a) => bench_figure6::run(a),
             BenchCommand::Lock(a) => lock::bench_lock(a),
         },
         Command::LockServer(a) => lock::lock_server(a),
