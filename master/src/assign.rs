@@ -8,6 +8,8 @@
 //! reply), so it is retried (at a higher epoch, on the then least-loaded server) only
 //! after the next reconciliation has asked the server what it serves.
 //!
+//! A tablet whose range overlaps another record of its table (the two sides of a
+//! half-committed split) is never assigned: the reconciliation repairs the overlap first.
 //! Right before the epoch bump the tablet's METADATA row is read again
 //! ([`ensure_record_unchanged`]): a plan made from a view older than a split is dropped.
 //! Crash points (`tablet::crashpoint`): `move-after-unload`, `assign-after-epoch-bump`,
@@ -107,6 +109,16 @@ pub async fn assign(inner: &Inner, a: &mut Active, t: TabletId, server: &str) ->
         .get(server)
         .cloned()
         .ok_or_else(|| Error::NotFound(format!("tablet server {server}")))?;
+    if let Some(other) = overlapping(a, &rec) {
+        // A half-committed split: its left child and its parent overlap. Serving both
+        // would let two tablets take writes for the same rows; the reconciliation rolls
+        // the split back first (recover.rs), then the survivor is assigned.
+        a.last_scan = None;
+        return Err(Error::Unavailable(format!(
+            "tablet {t} overlaps tablet {other} in METADATA (a half-committed split): \
+             not assigned before it is repaired"
+        )));
+    }
     ensure_record_unchanged(inner, a, &rec).await?;
     let new = TabletRecord {
         server_id: s.info.id.clone(),
@@ -136,6 +148,17 @@ pub async fn assign(inner: &Inner, a: &mut Active, t: TabletId, server: &str) ->
     a.view.unassigned.remove(&t);
     tracing::info!(tablet = t, server = %s.info.id, epoch = new.epoch, "tablet assigned");
     Ok(())
+}
+
+/// Another tablet of `rec`'s table whose row range overlaps `rec`'s, in the view.
+fn overlapping(a: &Active, rec: &TabletRecord) -> Option<TabletId> {
+    let below = |row: &[u8], end: &[u8]| end.is_empty() || row < end;
+    a.view
+        .tablets
+        .values()
+        .filter(|o| o.table_id == rec.table_id && o.tablet_id != rec.tablet_id)
+        .find(|o| below(&o.start, &rec.end) && below(&rec.start, &o.end))
+        .map(|o| o.tablet_id)
 }
 
 /// Re-reads `rec`'s METADATA row right before the epoch bump. The view may be stale: a

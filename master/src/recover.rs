@@ -302,19 +302,24 @@ async fn repair(inner: &Inner, a: &mut Active, records: &[TabletRecord]) -> Resu
 }
 
 /// A half-committed split (left child's row written, parent's not rewritten) is rolled
-/// back by deleting the left child's row, but only once the parent's server is dead (its
-/// sequencer is then stale, so it cannot finish the split behind the master's back). The
-/// parent's files are untouched by a split, so it keeps all its data.
+/// back by deleting the left child's row, but only once the splitting server (the one
+/// the left child's row names) is dead: its sequencer is then stale, so it cannot finish
+/// the split behind the master's back. The parent may have been reassigned meanwhile (to
+/// a live server); that does not keep the half split alive. The parent's files are
+/// untouched by a split, so it keeps all its data.
 async fn roll_back_split(
     inner: &Inner,
     a: &mut Active,
     left: TabletId,
     parent: TabletId,
 ) -> Result<()> {
-    let (Some(l), Some(p)) = (a.view.tablets.get(&left), a.view.tablets.get(&parent)) else {
+    let (Some(l), true) = (
+        a.view.tablets.get(&left),
+        a.view.tablets.contains_key(&parent),
+    ) else {
         return Ok(());
     };
-    if a.view.servers.contains_key(&p.server_id) {
+    if a.view.servers.contains_key(&l.server_id) {
         tracing::info!(
             left,
             parent,
