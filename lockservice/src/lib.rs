@@ -134,10 +134,19 @@
 //!   `RemoveReplica`) are plumbed through but not covered by a test.
 //! - Every replica must run with the same lease and lock-delay: the argument above
 //!   assumes a later leader's lease is not shorter than the one its predecessor granted.
-//!   Nothing checks this yet.
-//! - The benchmark is `quarry lock bench` (acquire+release cycles, p50/p99, cycles/s);
-//!   `quarry bench lock`, the 1000-session CPU figure, holder-death timing and the etcd
-//!   comparison (benches/compare_etcd.sh, RESULTS.md) are not written.
+//!   Each Raft request carries the sender's lease and lock-delay in a header and a
+//!   replica refuses a peer whose configuration differs ([`raft::network`],
+//!   `tests/lock_lease_config.rs`): a misconfigured replica cannot vote, lead or take
+//!   entries, and says why in its log. Clients learn the lease from every KeepAlive
+//!   answer; the lock-delay is not sent to them.
+//! - The benchmark is `quarry bench lock` (`--target quarry|etcd`; acquire+release
+//!   latency and throughput, holder death, leader kill and freeze, many sessions' CPU);
+//!   `benches/compare_etcd.sh` runs it against both services in one run and
+//!   benches/RESULTS.md holds the figures.
+//! - Clients give each attempt of an idempotent request 300 ms (doubling per timeout)
+//!   and then try another replica, ignoring redirects to the one that timed out for a
+//!   second ([`client::Conn`]): a frozen leader would otherwise hold every request, and
+//!   KeepAlives, until the whole request timeout.
 
 #![warn(missing_docs)]
 

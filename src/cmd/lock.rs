@@ -24,6 +24,8 @@ use lockservice::raft::{Compaction, RaftTiming};
 use lockservice::server::{Replica, ReplicaConfig};
 use lockservice::state::{LockMode, Sequencer};
 
+use super::bench_lock::{LockBenchArgs, Measure};
+
 /// Default lock-service addresses (those `quarry dev` uses).
 pub const DEFAULT_LOCK_ADDRS: &str = "127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103";
 
@@ -78,26 +80,6 @@ pub struct LockArgs {
     addrs: String,
     #[command(subcommand)]
     command: LockCommand,
-}
-
-/// `quarry bench lock`: the same measurement as `quarry lock bench`.
-#[derive(Args, Debug)]
-pub struct LockBenchArgs {
-    /// Lock-service replica addresses, comma separated.
-    #[arg(long = "lock", env = "QUARRY_LOCK", default_value = DEFAULT_LOCK_ADDRS)]
-    addrs: String,
-    /// Concurrent clients (sessions), each cycling on its own lock.
-    #[arg(long, default_value_t = 1)]
-    clients: usize,
-    /// Cycles per client.
-    #[arg(long, default_value_t = 1000)]
-    cycles: u64,
-}
-
-/// Runs `quarry bench lock`.
-pub fn bench_lock(a: LockBenchArgs) -> anyhow::Result<()> {
-    let c = client(&a.addrs)?;
-    runtime()?.block_on(bench(&c, a.clients, a.cycles))
 }
 
 /// The operator commands.
@@ -160,7 +142,8 @@ pub enum LockCommand {
         /// The sequencer.
         sequencer: String,
     },
-    /// Measure acquire+release cycles: each client has its own session and lock.
+    /// Measure acquire+release cycles: each client has its own session and lock (the
+    /// `latency`/`throughput` measurements of `quarry bench lock --target quarry`).
     Bench {
         /// Concurrent clients (sessions), each cycling on its own lock.
         #[arg(long, default_value_t = 1)]
@@ -274,6 +257,19 @@ fn parse_seq(s: &str) -> anyhow::Result<Sequencer> {
 
 /// Runs `quarry lock ...`.
 pub fn lock(a: LockArgs) -> anyhow::Result<()> {
+    if let LockCommand::Bench { clients, cycles } = a.command {
+        return super::bench_lock::run(LockBenchArgs {
+            addrs: a.addrs,
+            measure: vec![if clients == 1 {
+                Measure::Latency
+            } else {
+                Measure::Throughput
+            }],
+            clients,
+            cycles,
+            ..LockBenchArgs::defaults()
+        });
+    }
     let c = client(&a.addrs)?;
     runtime()?.block_on(run_lock(c, a.command))
 }
@@ -367,55 +363,8 @@ async fn run_lock(c: Client, cmd: LockCommand) -> anyhow::Result<()> {
             c.check_sequencer(&parse_seq(&sequencer)?).await?;
             println!("current");
         }
-        LockCommand::Bench { clients, cycles } => bench(&c, clients, cycles).await?,
+        LockCommand::Bench { .. } => unreachable!("lock() runs the benchmark itself"),
     }
-    Ok(())
-}
-
-/// `quarry lock bench`: acquire+release latency (p50/p99) and throughput.
-async fn bench(c: &Client, clients: usize, cycles: u64) -> anyhow::Result<()> {
-    if clients == 0 || cycles == 0 {
-        bail!("--clients and --cycles must be positive");
-    }
-    for path in std::iter::once("/bench".to_string())
-        .chain((0..clients).map(|i| format!("/bench/lock-{i}")))
-    {
-        match c.create(&path, path == "/bench", b"").await {
-            Ok(_) | Err(lockservice::Error::AlreadyExists(_)) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    let start = std::time::Instant::now();
-    let mut tasks = Vec::new();
-    for i in 0..clients {
-        let c = c.clone();
-        tasks.push(tokio::spawn(async move {
-            let s = c.open_session(&format!("bench-{i}")).await?;
-            let path = format!("/bench/lock-{i}");
-            let mut hist = hdrhistogram::Histogram::<u64>::new(3)?;
-            for _ in 0..cycles {
-                let t = std::time::Instant::now();
-                s.try_acquire(&path, LockMode::Exclusive).await?;
-                s.release(&path).await?;
-                hist.record(t.elapsed().as_micros() as u64)?;
-            }
-            s.close().await?;
-            anyhow::Ok(hist)
-        }));
-    }
-    let mut all = hdrhistogram::Histogram::<u64>::new(3)?;
-    for t in tasks {
-        all.add(t.await??)?;
-    }
-    let secs = start.elapsed().as_secs_f64();
-    let total = clients as u64 * cycles;
-    println!(
-        "lock bench: {clients} clients x {cycles} acquire+release cycles: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, {:.0} cycles/s",
-        all.value_at_quantile(0.5) as f64 / 1000.0,
-        all.value_at_quantile(0.99) as f64 / 1000.0,
-        all.max() as f64 / 1000.0,
-        total as f64 / secs
-    );
     Ok(())
 }
 

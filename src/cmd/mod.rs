@@ -4,6 +4,10 @@ use clap::Subcommand;
 
 pub mod bench_compaction;
 pub mod bench_engine;
+pub mod bench_lock;
+pub mod bench_lock_etcd;
+pub mod bench_lock_fail;
+pub mod bench_lock_sessions;
 pub mod bench_figure6;
 pub mod bench_plot;
 pub mod bench_rocksdb_stats;
@@ -55,8 +59,9 @@ pub enum BenchCommand {
     Ycsb(bench_ycsb::YcsbArgs),
     /// The Bigtable paper's figure 6 benchmarks against a running cluster.
     Figure6(bench_figure6::Figure6Args),
-    /// Lock-service acquire+release latency and throughput (as `quarry lock bench`).
-    Lock(lock::LockBenchArgs),
+    /// Lock service (Quarry's or etcd's): acquire+release latency and throughput, holder
+    /// death, leader kill and freeze, sessions' CPU.
+    Lock(bench_lock::LockBenchArgs),
 }
 
 /// Runs one subcommand.
@@ -67,7 +72,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             BenchCommand::Compaction(a) => bench_compaction::run(a),
             BenchCommand::Ycsb(a) => bench_ycsb::run(a),
             BenchCommand::Figure6(a) => bench_figure6::run(a),
-            BenchCommand::Lock(a) => lock::bench_lock(a),
+            BenchCommand::Lock(a) => bench_lock::run(a),
         },
         Command::LockServer(a) => lock::lock_server(a),
         Command::Lock(a) => lock::lock(a),

@@ -5,6 +5,14 @@
 //! unreachable replica moves it to the next address after a short pause. Requests whose
 //! effect may have happened even though the answer was lost (a write whose leader died)
 //! are retried only when the caller says they are idempotent.
+//!
+//! A frozen leader (SIGSTOP, a long GC-like stall) keeps its connections open and answers
+//! nothing, so an idempotent request gives each attempt [`Conn::attempt_timeout`] (plus
+//! whatever the request itself waits, e.g. a blocking acquire), doubling after every
+//! timeout so a merely slow leader is still waited for; a replica that timed out is
+//! *suspect* for [`SUSPECT_FOR`]: redirects to it (followers keep naming it until they
+//! elect another) are ignored and the next address is tried instead. A non-idempotent
+//! request that times out is ambiguous: it fails, and the replica becomes suspect.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -20,6 +28,12 @@ use crate::wire::from_status;
 
 /// Pause before trying the next replica after one was unreachable.
 const NEXT_REPLICA_PAUSE: Duration = Duration::from_millis(25);
+
+/// How long a replica that let an attempt time out is not followed by redirects.
+pub const SUSPECT_FOR: Duration = Duration::from_secs(1);
+
+/// Default time one attempt of an idempotent request may take (see the module doc).
+pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(300);
 
 /// True for a failure to connect (the request never left this process). Any other
 /// transport failure may have happened after the server acted on the request.
@@ -55,6 +69,10 @@ pub struct Conn {
     target: Mutex<(usize, Option<String>)>,
     /// Total time one request may take, retries included.
     pub(crate) request_timeout: Duration,
+    /// Time the first attempt of an idempotent request may take (doubling per timeout).
+    pub(crate) attempt_timeout: Duration,
+    /// A replica that let an attempt time out, and until when redirects to it are ignored.
+    suspect: Mutex<Option<(String, tokio::time::Instant)>>,
 }
 
 impl Conn {
@@ -70,7 +88,26 @@ impl Conn {
             clients: Mutex::new(HashMap::new()),
             target: Mutex::new((0, None)),
             request_timeout,
+            attempt_timeout: DEFAULT_ATTEMPT_TIMEOUT,
+            suspect: Mutex::new(None),
         })
+    }
+
+    /// Sets the time one attempt of an idempotent request may take at first.
+    pub fn with_attempt_timeout(mut self, d: Duration) -> Conn {
+        self.attempt_timeout = d.max(Duration::from_millis(1));
+        self
+    }
+
+    fn is_suspect(&self, addr: &str) -> bool {
+        let s = self.suspect.lock();
+        matches!(&*s, Some((a, until)) if a == addr && tokio::time::Instant::now() < *until)
+    }
+
+    fn timed_out(&self, addr: &str) {
+        let until = tokio::time::Instant::now() + SUSPECT_FOR;
+        *self.suspect.lock() = Some((addr.to_string(), until));
+        self.redirect(None);
     }
 
     fn client(&self, addr: &str) -> Result<LockClient<Channel>> {
@@ -103,6 +140,10 @@ impl Conn {
             None => {
                 t.1 = None;
                 t.0 += 1;
+                // Skip a suspect replica (when there is another to try).
+                if self.addrs.len() > 1 && self.is_suspect(&self.addrs[t.0 % self.addrs.len()]) {
+                    t.0 += 1;
+                }
             }
         }
     }
@@ -119,25 +160,45 @@ impl Conn {
         F: Fn(LockClient<Channel>) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
     {
-        let deadline = tokio::time::Instant::now() + self.request_timeout;
+        self.call_waiting(retry, Duration::ZERO, f).await
+    }
+
+    /// As [`Conn::call`] for a request that may itself wait up to `wait` on the server
+    /// (a blocking acquire): each attempt and the whole call get `wait` more time.
+    pub async fn call_waiting<T, F, Fut>(&self, retry: Retry, wait: Duration, f: F) -> Result<T>
+    where
+        F: Fn(LockClient<Channel>) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let deadline = tokio::time::Instant::now() + self.request_timeout + wait;
+        let mut attempt = self.attempt_timeout;
         loop {
             let addr = self.current();
             let client = self.client(&addr)?;
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let outcome = tokio::time::timeout(left, f(client)).await;
-            let err = match outcome {
+            let limit = match retry {
+                Retry::Idempotent => left.min(attempt + wait),
+                Retry::Once => left,
+            };
+            let err = match tokio::time::timeout(limit, f(client)).await {
                 Ok(Ok(resp)) => return Ok(resp.into_inner()),
                 Ok(Err(status)) => (from_status(&status), never_sent(&status)),
                 Err(_) => {
-                    return Err(Error::DeadlineExceeded(format!(
-                        "no answer from the lock service within {:?}",
-                        self.request_timeout
-                    )))
+                    self.timed_out(&addr);
+                    if retry == Retry::Once || tokio::time::Instant::now() >= deadline {
+                        return Err(Error::DeadlineExceeded(format!(
+                            "no answer from the lock service ({addr}) within {limit:?}"
+                        )));
+                    }
+                    attempt = attempt.saturating_mul(2);
+                    continue;
                 }
             };
             let retry_now = match &err.0 {
                 Error::NotLeader { leader } => {
-                    let known = leader.is_some() && leader.as_deref() != Some(&addr);
+                    let known = leader
+                        .as_deref()
+                        .is_some_and(|l| l != addr && !self.is_suspect(l));
                     self.redirect(if known { leader.clone() } else { None });
                     known
                 }

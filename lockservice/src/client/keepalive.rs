@@ -122,6 +122,7 @@ pub(crate) fn spawn(
     addrs: Vec<String>,
     session: SessionId,
     lease: Duration,
+    attempt: Duration,
     local: Arc<LocalLease>,
     stop: watch::Receiver<bool>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
@@ -132,7 +133,7 @@ pub(crate) fn spawn(
                 .enable_all()
                 .build()
                 .expect("a current-thread runtime builds");
-            rt.block_on(run(addrs, session, lease, local, stop));
+            rt.block_on(run(addrs, session, lease, attempt, local, stop));
         })
 }
 
@@ -140,13 +141,14 @@ async fn run(
     addrs: Vec<String>,
     session: SessionId,
     mut lease: Duration,
+    attempt: Duration,
     local: Arc<LocalLease>,
     mut stop: watch::Receiver<bool>,
 ) {
     let interval = local.margins.interval.unwrap_or(lease / 3);
     let grace = local.margins.grace.unwrap_or(lease);
     let conn = match Conn::new(addrs, interval.max(Duration::from_millis(100))) {
-        Ok(c) => c,
+        Ok(c) => c.with_attempt_timeout(attempt),
         Err(_) => return local.set(SessionState::Expired),
     };
     loop {

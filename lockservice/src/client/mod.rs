@@ -45,6 +45,9 @@ pub struct ClientConfig {
     pub addrs: Vec<String>,
     /// Total time one request may take, redirects and retries included.
     pub request_timeout: Duration,
+    /// Time the first attempt of an idempotent request may take before the next replica
+    /// is tried (doubling per timeout; see [`Conn`]).
+    pub attempt_timeout: Duration,
     /// Local-lease margins.
     pub margins: LeaseMargins,
     /// The client's clock (tests may skew it).
@@ -52,11 +55,12 @@ pub struct ClientConfig {
 }
 
 impl ClientConfig {
-    /// Defaults: 5 s per request, 1% drift, 50 ms safety gap, KeepAlive every lease/3.
+    /// Defaults: 5 s per request, 300 ms per first attempt, 1% drift, 50 ms safety gap, KeepAlive every lease/3.
     pub fn new(addrs: Vec<String>) -> ClientConfig {
         ClientConfig {
             addrs,
             request_timeout: Duration::from_secs(5),
+            attempt_timeout: conn::DEFAULT_ATTEMPT_TIMEOUT,
             margins: LeaseMargins::default(),
             clock: Arc::new(MonotonicClock),
         }
@@ -76,7 +80,10 @@ pub type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchEvent>> + Send>
 impl Client {
     /// A client for the replicas in `cfg` (connects lazily).
     pub fn new(cfg: ClientConfig) -> Result<Client> {
-        let conn = Arc::new(Conn::new(cfg.addrs.clone(), cfg.request_timeout)?);
+        let conn = Arc::new(
+            Conn::new(cfg.addrs.clone(), cfg.request_timeout)?
+                .with_attempt_timeout(cfg.attempt_timeout),
+        );
         Ok(Client { cfg, conn })
     }
 
@@ -107,8 +114,15 @@ impl Client {
         let first = self.conn.leader_hint();
         let mut addrs = vec![first.clone()];
         addrs.extend(self.cfg.addrs.iter().filter(|a| **a != first).cloned());
-        let thread = keepalive::spawn(addrs, r.session, lease, local.clone(), stop_rx)
-            .map_err(|e| Error::Unavailable(format!("cannot start the KeepAlive thread: {e}")))?;
+        let thread = keepalive::spawn(
+            addrs,
+            r.session,
+            lease,
+            self.cfg.attempt_timeout,
+            local.clone(),
+            stop_rx,
+        )
+        .map_err(|e| Error::Unavailable(format!("cannot start the KeepAlive thread: {e}")))?;
         Ok(Session {
             client: self.clone(),
             id: r.session,
@@ -338,7 +352,7 @@ impl Session {
         let r = self
             .client
             .conn
-            .call(Retry::Idempotent, |mut c| {
+            .call_waiting(Retry::Idempotent, wait, |mut c| {
                 let req = req.clone();
                 async move { c.acquire(req).await }
             })

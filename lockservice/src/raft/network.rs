@@ -4,6 +4,14 @@
 //! in a `bytes` field; a response is `Result<Response, RaftError>` so the remote replica's
 //! Raft errors come back typed. A transport failure is `Unreachable` (openraft backs off);
 //! the call's deadline is openraft's hard TTL for the RPC.
+//!
+//! Every replica must run with the same session lease and lock-delay (the safety argument
+//! in the crate essay assumes a later leader's lease is not shorter than the one its
+//! predecessor granted). So each Raft request carries the sender's configuration in the
+//! `quarry-lease` metadata header ([`LEASE_HEADER`], e.g. `lease=3000ms,lock-delay=1000ms`)
+//! and a replica refuses, with `FailedPrecondition` naming both, any request whose header
+//! differs from its own or is missing: a misconfigured replica can neither vote, nor be
+//! elected, nor receive entries, and both sides log the mismatch.
 
 use std::time::Duration;
 
@@ -26,21 +34,46 @@ use crate::pb::raft_client::RaftClient;
 /// Largest Raft message sent or accepted (snapshot chunks and entry batches stay below).
 pub const MAX_RAFT_MESSAGE: usize = 64 << 20;
 
+/// The metadata header that carries the sender's lease configuration.
+pub const LEASE_HEADER: &str = "quarry-lease";
+
 /// Makes one [`Network`] per peer.
 #[derive(Debug, Default, Clone)]
-pub struct NetworkFactory;
+pub struct NetworkFactory {
+    lease_tag: Option<String>,
+}
+
+impl NetworkFactory {
+    /// Sends `tag` (see [`lease_tag`]) in the [`LEASE_HEADER`] of every request.
+    pub fn with_lease_tag(tag: String) -> NetworkFactory {
+        NetworkFactory {
+            lease_tag: Some(tag),
+        }
+    }
+}
+
+/// The [`LEASE_HEADER`] value of a lease and lock-delay.
+pub fn lease_tag(lease: Duration, lock_delay: Duration) -> String {
+    format!(
+        "lease={}ms,lock-delay={}ms",
+        lease.as_millis(),
+        lock_delay.as_millis()
+    )
+}
 
 /// The connection to one peer (a lazily connected tonic channel).
 pub struct Network {
     target: NodeId,
     client: Option<RaftClient<Channel>>,
     error: Option<String>,
+    lease_tag: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = Network;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Network {
+        let lease_tag = self.lease_tag.as_deref().and_then(|t| t.parse().ok());
         let uri = format!("http://{}", node.addr);
         match Endpoint::from_shared(uri) {
             Ok(ep) => {
@@ -56,12 +89,14 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
                     target,
                     client: Some(client),
                     error: None,
+                    lease_tag,
                 }
             }
             Err(e) => Network {
                 target,
                 client: None,
                 error: Some(format!("bad address {}: {e}", node.addr)),
+                lease_tag,
             },
         }
     }
@@ -91,6 +126,9 @@ impl Network {
         };
         let mut request = tonic::Request::new(pb::RaftMessage { data: encode(req) });
         request.set_timeout(option.hard_ttl());
+        if let Some(tag) = &self.lease_tag {
+            request.metadata_mut().insert(LEASE_HEADER, tag.clone());
+        }
         let reply = match which {
             "append" => client.append_entries(request).await,
             "vote" => client.vote(request).await,
@@ -135,12 +173,49 @@ impl RaftNetwork<TypeConfig> for Network {
 /// The server side of the `Raft` gRPC service: hands requests to the local Raft node.
 pub struct RaftService {
     raft: Raft,
+    lease_tag: Option<String>,
+    warned: std::sync::atomic::AtomicBool,
 }
 
 impl RaftService {
-    /// Serves `raft`.
+    /// Serves `raft` (accepting any sender's lease configuration).
     pub fn new(raft: Raft) -> RaftService {
-        RaftService { raft }
+        RaftService {
+            raft,
+            lease_tag: None,
+            warned: false.into(),
+        }
+    }
+
+    /// Refuses requests whose [`LEASE_HEADER`] is not `tag`.
+    pub fn with_lease_tag(mut self, tag: String) -> RaftService {
+        self.lease_tag = Some(tag);
+        self
+    }
+
+    fn check<T>(&self, req: &tonic::Request<T>) -> Result<(), tonic::Status> {
+        let Some(own) = &self.lease_tag else {
+            return Ok(());
+        };
+        let theirs = req.metadata().get(LEASE_HEADER).map(|v| v.to_str());
+        if let Some(Ok(t)) = theirs {
+            if t == own {
+                return Ok(());
+            }
+        }
+        let theirs = match theirs {
+            Some(Ok(t)) => t.to_string(),
+            Some(Err(_)) => "an unreadable one".to_string(),
+            None => "none".to_string(),
+        };
+        let msg = format!(
+            "lease configuration mismatch: this replica runs {own}, the sender {theirs}; \
+             every replica must run with the same --lease-ms and --lock-delay-ms"
+        );
+        if !self.warned.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            tracing::error!("refusing a Raft peer: {msg}");
+        }
+        Err(tonic::Status::failed_precondition(msg))
     }
 }
 
@@ -154,6 +229,7 @@ impl pb::raft_server::Raft for RaftService {
         &self,
         req: tonic::Request<pb::RaftMessage>,
     ) -> Result<tonic::Response<pb::RaftMessage>, tonic::Status> {
+        self.check(&req)?;
         let rpc: AppendEntriesRequest<TypeConfig> =
             decode(&req.into_inner().data, "append entries").map_err(bad_request)?;
         let result = self.raft.append_entries(rpc).await;
@@ -166,6 +242,7 @@ impl pb::raft_server::Raft for RaftService {
         &self,
         req: tonic::Request<pb::RaftMessage>,
     ) -> Result<tonic::Response<pb::RaftMessage>, tonic::Status> {
+        self.check(&req)?;
         let rpc: VoteRequest<NodeId> =
             decode(&req.into_inner().data, "vote").map_err(bad_request)?;
         let result = self.raft.vote(rpc).await;
@@ -178,6 +255,7 @@ impl pb::raft_server::Raft for RaftService {
         &self,
         req: tonic::Request<pb::RaftMessage>,
     ) -> Result<tonic::Response<pb::RaftMessage>, tonic::Status> {
+        self.check(&req)?;
         let rpc: InstallSnapshotRequest<TypeConfig> =
             decode(&req.into_inner().data, "install snapshot").map_err(bad_request)?;
         let result = self.raft.install_snapshot(rpc).await;

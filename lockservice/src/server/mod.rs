@@ -29,7 +29,7 @@ use crate::error::{Error, Result};
 use crate::lease::{LeaseConfig, LeaseTable};
 use crate::pb;
 use crate::raft::log_store::LogStore;
-use crate::raft::network::{NetworkFactory, RaftService, MAX_RAFT_MESSAGE};
+use crate::raft::network::{lease_tag, NetworkFactory, RaftService, MAX_RAFT_MESSAGE};
 use crate::raft::sm_store::{Shared, StateMachineStore};
 use crate::raft::{raft_config, Compaction, NodeId, Raft, RaftTiming};
 use crate::state::{Applied, Command, Reply};
@@ -135,9 +135,16 @@ impl Replica {
         let log = LogStore::open(fs.clone(), &cfg.data_dir.join("raft"))?;
         let sm = StateMachineStore::open(fs, &cfg.data_dir, LeaseTable::new(cfg.lease), clock)?;
         let shared = sm.shared.clone();
-        let raft = Raft::new(cfg.id, raft_cfg, NetworkFactory, log, sm)
-            .await
-            .map_err(|e| Error::Storage(format!("starting raft: {e}")))?;
+        let tag = lease_tag(cfg.lease.lease, cfg.lease.lock_delay);
+        let raft = Raft::new(
+            cfg.id,
+            raft_cfg,
+            NetworkFactory::with_lease_tag(tag),
+            log,
+            sm,
+        )
+        .await
+        .map_err(|e| Error::Storage(format!("starting raft: {e}")))?;
         let raft2 = raft.clone();
         let inner = Arc::new(Inner {
             id: cfg.id,
@@ -192,9 +199,11 @@ async fn serve(
         .await
         .map_err(|e| Error::Unavailable(format!("cannot listen on {}: {e}", cfg.listen)))?;
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    let raft_svc = pb::raft_server::RaftServer::new(RaftService::new(inner.raft.clone()))
-        .max_decoding_message_size(MAX_RAFT_MESSAGE)
-        .max_encoding_message_size(MAX_RAFT_MESSAGE);
+    let tag = lease_tag(inner.lease.lease, inner.lease.lock_delay);
+    let raft_svc =
+        pb::raft_server::RaftServer::new(RaftService::new(inner.raft.clone()).with_lease_tag(tag))
+            .max_decoding_message_size(MAX_RAFT_MESSAGE)
+            .max_encoding_message_size(MAX_RAFT_MESSAGE);
     let lock_svc = pb::lock_server::LockServer::new(LockApi::new(inner))
         .max_decoding_message_size(MAX_CLIENT_MESSAGE)
         .max_encoding_message_size(MAX_CLIENT_MESSAGE);

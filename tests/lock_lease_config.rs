@@ -1,0 +1,115 @@
+//! Multi-process: replicas must agree on the session lease and lock-delay. A replica
+//! restarted with a different `--lease-ms` is refused by its peers (and refuses them):
+//! it neither receives entries nor can be elected, says why in its log, while the two
+//! correctly configured replicas go on serving. A Raft request whose lease header differs
+//! or is missing gets `FailedPrecondition` naming both configurations.
+
+mod lock_support;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use lock_support::*;
+use lockservice::pb;
+use lockservice::raft::network::{lease_tag, LEASE_HEADER};
+
+/// A Raft `Vote` to `addr` carrying `header` (undecodable data: only the check matters).
+async fn vote_with(addr: &str, header: Option<&str>) -> tonic::Status {
+    let mut c = pb::raft_client::RaftClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let mut req = tonic::Request::new(pb::RaftMessage { data: vec![0xff] });
+    if let Some(h) = header {
+        req.metadata_mut().insert(LEASE_HEADER, h.parse().unwrap());
+    }
+    c.vote(req)
+        .await
+        .expect_err("a garbage vote cannot succeed")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_with_another_lease_is_refused_and_the_rest_serve() {
+    let mut c = Cluster::start("lock-lease-config", 3);
+    if c.leader().await == 3 {
+        // Replica 3 is the one reconfigured below: let another lead first.
+        c.kill(3);
+        c.leader().await;
+        c.start_replica(3);
+    }
+    c.caught_up().await;
+    let own = lease_tag(LEASE, LOCK_DELAY);
+    let addr1 = c.addrs[&1].to_string();
+
+    // The check itself: a matching header passes it (then the data is refused), a
+    // different or missing one is refused with both configurations named.
+    let ok = vote_with(&addr1, Some(&own)).await;
+    assert_eq!(ok.code(), tonic::Code::InvalidArgument, "{ok:?}");
+    let other = lease_tag(LEASE * 2, LOCK_DELAY);
+    for h in [Some(other.as_str()), None] {
+        let st = vote_with(&addr1, h).await;
+        assert_eq!(st.code(), tonic::Code::FailedPrecondition, "{st:?}");
+        assert!(st.message().contains(&own), "{}", st.message());
+        assert!(
+            st.message().contains(h.unwrap_or("none")),
+            "{}",
+            st.message()
+        );
+    }
+
+    // Replica 3 restarted with twice the lease.
+    c.kill(3);
+    let log = c.dir.0.join("r3.mismatch.log");
+    let out = std::fs::File::create(&log).unwrap();
+    let ms = |d: Duration| d.as_millis().to_string();
+    let child = Command::new(quarry())
+        .args([
+            "lock-server",
+            "--id",
+            "3",
+            "--peers",
+            &c.peers(),
+            "--bootstrap",
+        ])
+        .arg("--data")
+        .arg(c.dir.0.join("r3"))
+        .args([
+            "--lease-ms",
+            &ms(LEASE * 2),
+            "--lock-delay-ms",
+            &ms(LOCK_DELAY),
+        ])
+        .args(["--heartbeat-ms", &ms(HEARTBEAT)])
+        .args(["--election-base-ms", &ms(ELECTION_BASE)])
+        .args(["--election-width-ms", &ms(ELECTION_WIDTH)])
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap();
+    c.procs.insert(3, child);
+    wait_for_file(&log, election_bound() * 2, |s| {
+        s.contains("lease configuration mismatch") && s.contains(&own)
+    })
+    .await;
+
+    // The other two still form a majority and serve writes; replica 3 applies none of
+    // them and never leads.
+    let cl = c.client();
+    for i in 0..5 {
+        cl.create(&format!("/after-{i}"), false, b"x")
+            .await
+            .unwrap();
+    }
+    let leader = c.leader().await;
+    assert_ne!(leader, 3);
+    let target = c.client_of(leader).status().await.unwrap().last_log_index;
+    let st3 = wait_for("replica 3's status", election_bound(), || async {
+        c.client_of(3).status().await.ok()
+    })
+    .await;
+    assert!(
+        st3.last_applied < target && st3.state != "Leader",
+        "replica 3 took part: {st3:?} (leader's log at {target})"
+    );
+}
