@@ -12,6 +12,7 @@ pub mod bench_figure6;
 pub mod bench_plot;
 pub mod bench_rocksdb_stats;
 pub mod bench_ycsb;
+pub mod chaos;
 pub mod cli;
 pub mod cli_admin;
 pub mod cli_data;
@@ -41,6 +42,9 @@ pub enum Command {
     Master(master::MasterArgs),
     /// Runs a whole local cluster (3 lock replicas, 2 masters, 3 tablet servers).
     Dev(dev::DevArgs),
+    /// The lease-loss and fault-injection suite: runs a scenario against a real cluster,
+    /// or `check`s a saved run (see docs/reliability.md).
+    Chaos(chaos::ChaosArgs),
     /// The cbt-style data and admin commands.
     #[command(flatten)]
     Data(cli::DataCommand),
@@ -80,6 +84,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::TabletServer(a) => tablet_server::tablet_server(a),
         Command::CrashWriter(a) => crash_writer::run(a),
         Command::Dev(a) => dev::dev(a),
+        Command::Chaos(a) => chaos::run(a),
         Command::Data(c) => cli::run(c),
     }
 }

@@ -1,0 +1,222 @@
+//! The summary table printed at the end of a run, and `DIR/report.md` with its timeline
+//! `DIR/timeline.svg` (faults as bands, each operation a dot at its invoke time and
+//! latency, coloured by outcome).
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use chaos::history::{Kind, Operation};
+use chaos::nemesis::{Action, Record};
+use chaos::{files, Verdict};
+
+/// What the report says about one run.
+pub struct Summary<'a> {
+    /// Scenario name.
+    pub scenario: &'a str,
+    /// Seed.
+    pub seed: u64,
+    /// Seconds of faults asked for.
+    pub duration_s: u64,
+    /// Whether partitions were possible.
+    pub netns: bool,
+    /// The command that replays the run.
+    pub replay: &'a str,
+    /// The checkers' verdicts.
+    pub verdicts: &'a [Verdict],
+    /// The history.
+    pub ops: &'a [Operation],
+    /// The nemesis log.
+    pub nemesis: &'a [Record],
+}
+
+/// Intervals of at least `min_ns` with no operation completing `ok`.
+pub fn unavailability(ops: &[Operation], min_ns: u64) -> Vec<(u64, u64)> {
+    let mut oks: Vec<u64> = ops
+        .iter()
+        .filter_map(|o| o.complete.as_ref().filter(|c| c.kind == Kind::Ok))
+        .map(|c| c.t)
+        .collect();
+    oks.sort_unstable();
+    oks.windows(2)
+        .filter(|w| w[1] - w[0] >= min_ns)
+        .map(|w| (w[0], w[1]))
+        .collect()
+}
+
+fn is_fault(r: &Record) -> bool {
+    matches!(
+        r.action,
+        Action::Kill | Action::Stop | Action::Partition | Action::Crash
+    )
+}
+
+impl Summary<'_> {
+    fn t0(&self) -> u64 {
+        let first_op = self.ops.first().map_or(u64::MAX, |o| o.invoke.t);
+        let first_fault = self.nemesis.first().map_or(u64::MAX, |r| r.t);
+        first_op.min(first_fault)
+    }
+
+    /// The plain-text summary table.
+    pub fn table(&self) -> String {
+        let count = |k: Kind| self.ops.iter().filter(|o| o.outcome() == k).count();
+        let faults = self.nemesis.iter().filter(|r| is_fault(r)).count();
+        let gaps = unavailability(self.ops, 1_000_000_000);
+        let longest = gaps.iter().map(|(a, b)| b - a).max().unwrap_or(0);
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "scenario {} seed {} ({} s of faults, partitions {})",
+            self.scenario,
+            self.seed,
+            self.duration_s,
+            if self.netns {
+                "on"
+            } else {
+                "off: no network namespace"
+            }
+        );
+        let _ = writeln!(
+            s,
+            "operations {} (ok {}, fail {}, unknown {}); faults injected {faults}",
+            self.ops.len(),
+            count(Kind::Ok),
+            count(Kind::Fail),
+            count(Kind::Info)
+        );
+        let _ = writeln!(
+            s,
+            "unavailability windows (>= 1 s without an ok): {}, longest {:.2} s",
+            gaps.len(),
+            longest as f64 / 1e9
+        );
+        let _ = writeln!(s, "{:<20} {:>10}  checked", "checker", "violations");
+        for v in self.verdicts {
+            let _ = writeln!(
+                s,
+                "{:<20} {:>10}  {}",
+                v.name,
+                v.violations.len(),
+                v.checked
+            );
+        }
+        s
+    }
+
+    /// Writes `report.md` and `timeline.svg` into `dir`.
+    pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
+        let mut md = String::new();
+        let _ = writeln!(md, "# Chaos run: {}\n", self.scenario);
+        let _ = writeln!(md, "Replay: `{}`\n", self.replay);
+        let _ = writeln!(md, "```text\n{}```\n", self.table());
+        let _ = writeln!(md, "![timeline]({})\n", files::TIMELINE);
+        let _ = writeln!(md, "## Violations\n");
+        let mut any = false;
+        for v in self.verdicts {
+            for x in v.violations.iter().take(50) {
+                any = true;
+                let _ = writeln!(md, "- **{}**: {x}", v.name);
+            }
+        }
+        if !any {
+            let _ = writeln!(md, "None.");
+        }
+        let _ = writeln!(md, "\n## Timeline (seconds from the first event)\n");
+        let t0 = self.t0();
+        for r in self.nemesis {
+            let _ = writeln!(
+                md,
+                "- {:8.3} {:?} {}: {}",
+                r.t.saturating_sub(t0) as f64 / 1e9,
+                r.action,
+                r.target,
+                r.detail
+            );
+        }
+        std::fs::write(dir.join(files::REPORT), md)?;
+        std::fs::write(dir.join(files::TIMELINE), self.svg())?;
+        Ok(())
+    }
+
+    /// Fault bands: (start, end, label) from a fault to the action that ends it.
+    fn bands(&self) -> Vec<(u64, u64, String)> {
+        let end_of_run = self
+            .ops
+            .iter()
+            .filter_map(|o| o.complete.as_ref().map(|c| c.t))
+            .max()
+            .unwrap_or(0);
+        let mut out = Vec::new();
+        for (i, r) in self.nemesis.iter().enumerate().filter(|(_, r)| is_fault(r)) {
+            let ends = |x: &Record| match r.action {
+                Action::Stop => x.action == Action::Cont && x.target == r.target,
+                Action::Partition => x.action == Action::Heal,
+                _ => x.action == Action::Start && r.target.split(',').any(|t| t == x.target),
+            };
+            let end = self.nemesis[i + 1..]
+                .iter()
+                .find(|x| ends(x))
+                .map_or(end_of_run, |x| x.t);
+            out.push((r.t, end, format!("{:?} {}", r.action, r.target)));
+        }
+        out
+    }
+
+    fn svg(&self) -> String {
+        const W: f64 = 1000.0;
+        const H: f64 = 320.0;
+        const MAX_LAT: f64 = 6.0;
+        let t0 = self.t0();
+        let t1 = self
+            .ops
+            .iter()
+            .filter_map(|o| o.complete.as_ref().map(|c| c.t))
+            .chain(self.nemesis.iter().map(|r| r.t))
+            .max()
+            .unwrap_or(t0 + 1)
+            .max(t0 + 1);
+        let x = |t: u64| 40.0 + (t.saturating_sub(t0)) as f64 / (t1 - t0) as f64 * (W - 60.0);
+        let y = |lat_s: f64| H - 30.0 - lat_s.min(MAX_LAT) / MAX_LAT * (H - 60.0);
+        let mut s = format!(
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" font-family=\"monospace\" font-size=\"10\">\n<rect width=\"{W}\" height=\"{H}\" fill=\"white\"/>\n"
+        );
+        for (n, (a, b, label)) in self.bands().iter().enumerate() {
+            let (xa, xb) = (x(*a), x(*b).max(x(*a) + 1.0));
+            let _ = writeln!(
+                s,
+                "<rect x=\"{xa:.1}\" y=\"20\" width=\"{:.1}\" height=\"{:.1}\" fill=\"#e33\" fill-opacity=\"0.18\"><title>{label}</title></rect>\n<text x=\"{xa:.1}\" y=\"{}\" fill=\"#a00\">{label}</text>",
+                xb - xa,
+                H - 50.0,
+                14 + (n % 3) * 10
+            );
+        }
+        let step = (self.ops.len() / 6000).max(1);
+        for o in self.ops.iter().step_by(step) {
+            let (end, colour) = match &o.complete {
+                Some(c) if c.kind == Kind::Ok => (c.t, "#2a2"),
+                Some(c) if c.kind == Kind::Fail => (c.t, "#888"),
+                Some(c) => (c.t, "#f80"),
+                None => (t1, "#f80"),
+            };
+            let lat = end.saturating_sub(o.invoke.t) as f64 / 1e9;
+            let _ = writeln!(
+                s,
+                "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"1.5\" fill=\"{colour}\"/>",
+                x(o.invoke.t),
+                y(lat)
+            );
+        }
+        let _ = writeln!(
+            s,
+            "<line x1=\"40\" y1=\"{0}\" x2=\"{1}\" y2=\"{0}\" stroke=\"black\"/>\n<line x1=\"40\" y1=\"20\" x2=\"40\" y2=\"{0}\" stroke=\"black\"/>\n<text x=\"2\" y=\"{2}\">6 s</text><text x=\"2\" y=\"{0}\">0</text>\n<text x=\"{3}\" y=\"{4}\">{5:.1} s</text>\n<text x=\"45\" y=\"{4}\">latency of each op at its start (green ok, grey fail, orange unknown); red bands: faults</text>",
+            H - 30.0,
+            W - 20.0,
+            y(MAX_LAT),
+            W - 60.0,
+            H - 12.0,
+            (t1 - t0) as f64 / 1e9
+        );
+        s.push_str("</svg>\n");
+        s
+    }
+}
