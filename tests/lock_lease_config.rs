@@ -6,9 +6,6 @@
 
 mod lock_support;
 
-use std::process::{Command, Stdio};
-use std::time::Duration;
-
 use lock_support::*;
 use lockservice::pb;
 use lockservice::raft::network::{lease_tag, LEASE_HEADER};
@@ -58,36 +55,7 @@ async fn a_replica_with_another_lease_is_refused_and_the_rest_serve() {
 
     // Replica 3 restarted with twice the lease.
     c.kill(3);
-    let log = c.dir.0.join("r3.mismatch.log");
-    let out = std::fs::File::create(&log).unwrap();
-    let ms = |d: Duration| d.as_millis().to_string();
-    let child = Command::new(quarry())
-        .args([
-            "lock-server",
-            "--id",
-            "3",
-            "--peers",
-            &c.peers(),
-            "--bootstrap",
-        ])
-        .arg("--data")
-        .arg(c.dir.0.join("r3"))
-        .args([
-            "--lease-ms",
-            &ms(LEASE * 2),
-            "--lock-delay-ms",
-            &ms(LOCK_DELAY),
-        ])
-        .args(["--heartbeat-ms", &ms(HEARTBEAT)])
-        .args(["--election-base-ms", &ms(ELECTION_BASE)])
-        .args(["--election-width-ms", &ms(ELECTION_WIDTH)])
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .spawn()
-        .unwrap();
-    c.procs.insert(3, child);
+    let log = c.start_replica_with(3, LEASE * 2, LOCK_DELAY);
     wait_for_file(&log, election_bound() * 2, |s| {
         s.contains("lease configuration mismatch") && s.contains(&own)
     })

@@ -92,6 +92,17 @@ impl Cluster {
     }
 
     pub fn start_replica(&mut self, id: u64) {
+        self.start_replica_with(id, LEASE, LOCK_DELAY);
+    }
+
+    /// Starts replica `id` with this lease and lock-delay (the group's are LEASE and
+    /// LOCK_DELAY); returns the path of its log.
+    pub fn start_replica_with(
+        &mut self,
+        id: u64,
+        lease: Duration,
+        lock_delay: Duration,
+    ) -> PathBuf {
         self.starts += 1;
         let log = self.dir.0.join(format!("r{id}.{}.log", self.starts));
         let out = std::fs::File::create(&log).unwrap();
@@ -107,7 +118,7 @@ impl Cluster {
             ])
             .arg("--data")
             .arg(self.dir.0.join(format!("r{id}")))
-            .args(["--lease-ms", &ms(LEASE), "--lock-delay-ms", &ms(LOCK_DELAY)])
+            .args(["--lease-ms", &ms(lease), "--lock-delay-ms", &ms(lock_delay)])
             .args(["--heartbeat-ms", &ms(HEARTBEAT)])
             .args(["--election-base-ms", &ms(ELECTION_BASE)])
             .args(["--election-width-ms", &ms(ELECTION_WIDTH)])
@@ -118,6 +129,7 @@ impl Cluster {
             .spawn()
             .unwrap();
         self.procs.insert(id, child);
+        log
     }
 
     /// kill -9.

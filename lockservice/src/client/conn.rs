@@ -9,10 +9,11 @@
 //! A frozen leader (SIGSTOP, a long GC-like stall) keeps its connections open and answers
 //! nothing, so an idempotent request gives each attempt [`Conn::attempt_timeout`] (plus
 //! whatever the request itself waits, e.g. a blocking acquire), doubling after every
-//! timeout so a merely slow leader is still waited for; a replica that timed out is
-//! *suspect* for [`SUSPECT_FOR`]: redirects to it (followers keep naming it until they
-//! elect another) are ignored and the next address is tried instead. A non-idempotent
-//! request that times out is ambiguous: it fails, and the replica becomes suspect.
+//! timeout so a merely slow leader is still waited for; the next attempt goes to the next
+//! address, skipping for [`SUSPECT_FOR`] the replica that timed out. Redirects to it are
+//! still followed: ignoring them (tried) kept KeepAlives away from a leader that was only
+//! slow on a loaded machine long enough for sessions to expire. A non-idempotent request
+//! that times out is ambiguous: it fails.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -196,9 +197,7 @@ impl Conn {
             };
             let retry_now = match &err.0 {
                 Error::NotLeader { leader } => {
-                    let known = leader
-                        .as_deref()
-                        .is_some_and(|l| l != addr && !self.is_suspect(l));
+                    let known = leader.as_deref().is_some_and(|l| l != addr);
                     self.redirect(if known { leader.clone() } else { None });
                     known
                 }
