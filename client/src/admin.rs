@@ -179,6 +179,23 @@ impl Client {
             .ok_or_else(|| Error::Internal("ModifyColumnFamilies answer without a table".into()))
     }
 
+    /// Marks a locality group of `table` in-memory (or not): every SSTable of the group is
+    /// then held in memory by its serving tablets, which reload with the new schema.
+    pub async fn set_locality_group(
+        &self,
+        table: &str,
+        group: &str,
+        in_memory: bool,
+    ) -> Result<Table> {
+        let m = FamilyModification {
+            kind: Some(pb::family_modification::Kind::SetGroup(pb::LocalityGroup {
+                name: group.to_string(),
+                in_memory,
+            })),
+        };
+        self.modify_column_families(table, vec![m]).await
+    }
+
     /// Tablets as METADATA records them (of one table, or of all with METADATA's own).
     pub async fn list_tablets(&self, table: Option<&str>) -> Result<Vec<TabletInfo>> {
         let req = pb::ListTabletsRequest {

@@ -144,6 +144,15 @@ pub fn table_to_pb(t: &TableInfo) -> pb::Table {
                 locality_group: f.locality_group.clone(),
             })
             .collect(),
+        groups: t
+            .schema
+            .groups
+            .iter()
+            .map(|(name, g)| pb::LocalityGroup {
+                name: name.clone(),
+                in_memory: g.in_memory,
+            })
+            .collect(),
     }
 }
 
@@ -207,6 +216,15 @@ pub fn modify_schema(schema: &Schema, mods: &[pb::FamilyModification]) -> Result
                         "no family {name:?} to drop"
                     )));
                 }
+            }
+            Some(Kind::SetGroup(g)) => {
+                let name = group_or_default(&g.name);
+                if !s.families.values().any(|f| f.locality_group == name) {
+                    return Err(Error::FailedPrecondition(format!(
+                        "no family in locality group {name:?}"
+                    )));
+                }
+                s.groups.entry(name.to_string()).or_default().in_memory = g.in_memory;
             }
             None => return Err(Error::InvalidArgument("empty family modification".into())),
         }
@@ -287,5 +305,33 @@ mod tests {
         assert!(schema_from(&[fam("a", ""), fam("a", "")]).is_err());
         assert!(check_table_name("METADATA").is_err());
         assert!(check_table_name("users-1").is_ok());
+    }
+
+    #[test]
+    fn set_group_marks_a_used_group_in_memory_and_rejects_an_empty_one() {
+        use pb::family_modification::Kind;
+        let set = |g: &str, on: bool| pb::FamilyModification {
+            kind: Some(Kind::SetGroup(pb::LocalityGroup {
+                name: g.into(),
+                in_memory: on,
+            })),
+        };
+        let f = pb::ColumnFamily {
+            name: "a".into(),
+            gc_policy: String::new(),
+            locality_group: "mem".into(),
+        };
+        let s = schema_from(&[f]).unwrap();
+        assert!(!s.groups["mem"].in_memory);
+        let on = modify_schema(&s, &[set("mem", true)]).unwrap();
+        assert!(on.groups["mem"].in_memory);
+        assert!(!on.groups[DEFAULT_GROUP].in_memory);
+        let off = modify_schema(&on, &[set("mem", false)]).unwrap();
+        assert!(!off.groups["mem"].in_memory);
+        let none = modify_schema(&s, &[set("nothing", true)]);
+        assert!(
+            matches!(none, Err(Error::FailedPrecondition(_))),
+            "{none:?}"
+        );
     }
 }
