@@ -10,9 +10,13 @@
 //! - `randwrite`: the same, but key `i` is written as row `hash(i) mod R`;
 //! - `seqread`: each range's keys read in order; `randread`: rows `hash(i) mod R`;
 //! - `scan`: each range read by one scan (the paper's scan API);
-//! - `randread-mem` is *not* run: the admin API cannot mark a locality group in-memory yet.
+//! - `randread-mem`: random reads from an in-memory locality group: table `<table>-mem` with
+//!   family `f` in group `mem` marked in-memory, `min(R, 100 000 N)` rows (the paper's 100 MB
+//!   per server) written and major-compacted first (untimed), so every read is served from
+//!   SSTable blocks pinned in memory.
 //!
-//! Every write is durable before its ack (tablet servers fsync their commit log unless
+//! Writes go `--batch` rows per `MutateRows` call, as a Bigtable client's bulk batcher
+//! sends them. Every write is durable before its ack (tablet servers fsync their commit log unless
 //! started with `--no-sync`). Prints values/s per tablet server beside the paper's 1-server
 //! figure with the ratio, and the aggregate.
 
@@ -21,7 +25,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use client::{Client, ClientConfig, ColumnFamily};
+use client::{Client, ClientConfig, ColumnFamily, RowMutation};
 use rand::{Rng, SeedableRng};
 use tablet::{Mutation, ReadFilter, RowRange};
 
@@ -39,8 +43,11 @@ pub struct Figure6Args {
     /// Concurrent clients (the paper used as many client processes as servers or more).
     #[arg(long, default_value_t = 16)]
     pub clients: usize,
-    /// Comma-separated benchmarks: seqwrite, randwrite, seqread, randread, scan.
-    #[arg(long, default_value = "seqwrite,randwrite,seqread,randread,scan")]
+    /// Comma-separated benchmarks: seqwrite, randwrite, seqread, randread, randread-mem, scan.
+    #[arg(
+        long,
+        default_value = "seqwrite,randwrite,seqread,randread,randread-mem,scan"
+    )]
     pub benchmarks: String,
     /// Lock-service replicas of the cluster.
     #[arg(long = "lock", env = "QUARRY_LOCK", default_value = DEFAULT_LOCK_ADDRS)]
@@ -51,6 +58,11 @@ pub struct Figure6Args {
     /// Random seed.
     #[arg(long, default_value_t = 301)]
     pub seed: u64,
+    /// Rows per `MutateRows` call in the write benchmarks (1: one `MutateRow` per row), as
+    /// a Bigtable client's bulk-mutation batcher sends them; every row is still acknowledged
+    /// only after the commit log's fsync.
+    #[arg(long, default_value_t = 100)]
+    pub batch: usize,
 }
 
 const VALUE: usize = 1000;
@@ -83,6 +95,7 @@ fn hashed(i: u64, r: u64) -> u64 {
 struct Run {
     client: Client,
     table: String,
+    batch: usize,
     rows: u64,
     ranges: u64,
     next: AtomicUsize,
@@ -114,17 +127,16 @@ impl Run {
                 self.values.fetch_add(got.len() as u64, Ordering::Relaxed);
                 continue;
             }
+            if bench.ends_with("write") {
+                self.write_range(bench, keys, &mut rng).await?;
+                continue;
+            }
             for i in keys {
                 let k = match bench {
-                    "randwrite" | "randread" => hashed(i, self.rows),
+                    "randread" | "randread-mem" => hashed(i, self.rows),
                     _ => i,
                 };
-                if bench.ends_with("write") {
-                    let v: Vec<u8> = (0..VALUE).map(|_| rng.random()).collect();
-                    let m = vec![Mutation::set("f", b"", 0, &v)];
-                    self.client.mutate_row(&self.table, &row(k), m).await?;
-                    self.values.fetch_add(1, Ordering::Relaxed);
-                } else if self
+                if self
                     .client
                     .read_row(&self.table, &row(k), &f)
                     .await?
@@ -134,6 +146,49 @@ impl Run {
                 }
             }
         }
+    }
+
+    /// Writes one range's keys, `batch` rows per `MutateRows` (one `MutateRow` when 1).
+    async fn write_range(
+        &self,
+        bench: &str,
+        keys: std::ops::Range<u64>,
+        rng: &mut rand::rngs::StdRng,
+    ) -> Result<()> {
+        let keys: Vec<u64> = keys.collect();
+        for chunk in keys.chunks(self.batch.max(1)) {
+            let mut entries = Vec::with_capacity(chunk.len());
+            for &i in chunk {
+                let k = if bench == "randwrite" {
+                    hashed(i, self.rows)
+                } else {
+                    i
+                };
+                let v: Vec<u8> = (0..VALUE).map(|_| rng.random()).collect();
+                entries.push(RowMutation::new(
+                    row(k),
+                    vec![Mutation::set("f", b"", 0, &v)],
+                ));
+            }
+            if self.batch <= 1 {
+                let e = entries.pop().expect("one entry");
+                self.client
+                    .mutate_row(&self.table, &e.row, e.mutations)
+                    .await?;
+            } else {
+                for (n, r) in self
+                    .client
+                    .mutate_rows(&self.table, entries)
+                    .await?
+                    .into_iter()
+                    .enumerate()
+                {
+                    r.with_context(|| format!("row {} of a MutateRows batch", chunk[n]))?;
+                }
+            }
+            self.values.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        }
+        Ok(())
     }
 }
 
@@ -157,29 +212,61 @@ async fn run_bench(run: &Arc<Run>, bench: &str, args: &Figure6Args) -> Result<(u
     ))
 }
 
-async fn setup(args: &Figure6Args, rows: u64, ranges: u64) -> Result<Run> {
-    let client = Client::new(ClientConfig::from_addr_list(&args.lock)?)
-        .context("cannot set up the client")?;
-    if client.get_table(&args.table).await.is_err() {
+async fn setup(
+    args: &Figure6Args,
+    client: &Client,
+    table: &str,
+    rows: u64,
+    mem: bool,
+) -> Result<Run> {
+    let ranges = 10 * args.servers;
+    if client.get_table(table).await.is_err() {
         let splits = (1..ranges).map(|n| row(rows * n / ranges)).collect();
+        let group = if mem { MEM_GROUP } else { "" };
         let fam = ColumnFamily {
             name: "f".into(),
             gc_policy: "maxversions=1".into(),
-            locality_group: String::new(),
+            locality_group: group.into(),
         };
         client
-            .create_table(&args.table, vec![fam], splits)
+            .create_table(table, vec![fam], splits)
             .await
-            .with_context(|| format!("creating table {}", args.table))?;
+            .with_context(|| format!("creating table {table}"))?;
+        if mem {
+            client
+                .set_locality_group(table, MEM_GROUP, true)
+                .await
+                .with_context(|| format!("marking group {MEM_GROUP} of {table} in-memory"))?;
+        }
     }
     Ok(Run {
-        client,
-        table: args.table.clone(),
+        client: client.clone(),
+        table: table.to_string(),
+        batch: args.batch,
         rows,
         ranges,
         next: AtomicUsize::new(0),
         values: AtomicU64::new(0),
     })
+}
+
+/// The locality group of `randread-mem`'s table.
+const MEM_GROUP: &str = "mem";
+/// Rows per server in the in-memory group (the paper: 100 MB of 1000-byte values).
+const MEM_ROWS_PER_SERVER: u64 = 100_000;
+
+/// Loads `randread-mem`'s table (untimed) and compacts it, so reads hit pinned SSTables.
+async fn load_mem(run: &Arc<Run>, args: &Figure6Args) -> Result<()> {
+    let (values, secs) = run_bench(run, "seqwrite", args).await?;
+    let tablets = run
+        .client
+        .compact_table(&run.table, true)
+        .await
+        .context("compacting the in-memory table")?;
+    println!(
+        "(randread-mem: loaded {values} rows in {secs:.1} s, asked {tablets} tablets to compact)"
+    );
+    Ok(())
 }
 
 /// Runs `quarry bench figure6`.
@@ -190,30 +277,40 @@ pub fn run(args: Figure6Args) -> Result<()> {
         .map(|s| s.trim().into())
         .collect();
     for b in &benches {
-        if paper(b).is_none() || b == "randread-mem" {
-            bail!("unknown or unsupported benchmark {b:?} (seqwrite, randwrite, seqread, randread, scan)");
+        if paper(b).is_none() {
+            bail!("unknown benchmark {b:?} (seqwrite, randwrite, seqread, randread, randread-mem, scan)");
         }
     }
-    if args.servers == 0 || args.gb_per_server <= 0.0 {
-        bail!("--servers and --gb-per-server must be positive");
+    if args.servers == 0 || args.gb_per_server <= 0.0 || args.batch == 0 {
+        bail!("--servers, --gb-per-server and --batch must be positive");
     }
     let rows = ((args.servers as f64 * args.gb_per_server * 1e9) / VALUE as f64) as u64;
     let ranges = 10 * args.servers;
     println!(
-        "quarry bench figure6: N={} servers, R={rows} rows ({} GB per server), {ranges} ranges, {} clients, table {}",
-        args.servers, args.gb_per_server, args.clients, args.table
+        "quarry bench figure6: N={} servers, R={rows} rows ({} GB per server), {ranges} ranges, {} clients, {} rows per write batch, table {}",
+        args.servers, args.gb_per_server, args.clients, args.batch, args.table
     );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let run = Arc::new(setup(&args, rows, ranges).await?);
+        let client = Client::new(ClientConfig::from_addr_list(&args.lock)?)
+            .context("cannot set up the client")?;
+        let run = Arc::new(setup(&args, &client, &args.table, rows, false).await?);
+        let mem_rows = rows.min(MEM_ROWS_PER_SERVER * args.servers);
+        let mem_table = format!("{}-mem", args.table);
+        let mem = Arc::new(setup(&args, &client, &mem_table, mem_rows, true).await?);
         println!(
             "{:<10} {:>10} {:>9} {:>14} {:>12} {:>7}",
             "benchmark", "values", "seconds", "values/s/srv", "paper 1-srv", "ratio"
         );
         for b in &benches {
-            let (values, secs) = run_bench(&run, b, &args).await?;
+            let (values, secs) = if b == "randread-mem" {
+                load_mem(&mem, &args).await?;
+                run_bench(&mem, b, &args).await?
+            } else {
+                run_bench(&run, b, &args).await?
+            };
             let per_server = values as f64 / secs.max(1e-9) / args.servers as f64;
             let p = paper(b).expect("checked");
             println!(
@@ -235,6 +332,7 @@ mod tests {
         let run = Run {
             client: Client::new(ClientConfig::new(vec!["127.0.0.1:1".into()])).unwrap(),
             table: "t".into(),
+            batch: 100,
             rows: 1003,
             ranges: 10,
             next: AtomicUsize::new(0),
