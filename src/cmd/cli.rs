@@ -100,6 +100,9 @@ pub enum DataCommand {
     /// Set a family's GC policy: `setgcpolicy <table> <family> (never | maxversions=N | maxage=D) [(and|or) ...]`
     #[command(name = "setgcpolicy")]
     SetGcPolicy(RowArgs),
+    /// Mark a locality group in-memory or not: `setinmemory <table> <group> (on | off)`
+    #[command(name = "setinmemory")]
+    SetInMemory(RowArgs),
     /// Write cells: `set <table> <row> family:qualifier=value [family:qualifier@ts=value ...]`
     #[command(name = "set")]
     Set(RowArgs),
@@ -152,6 +155,7 @@ async fn dispatch(cmd: DataCommand) -> anyhow::Result<()> {
         C::Ls(a) => admin::ls(a).await,
         C::CreateFamily(a) => admin::create_family(a).await,
         C::SetGcPolicy(a) => admin::set_gc_policy(a).await,
+        C::SetInMemory(a) => admin::set_in_memory(a).await,
         C::DeleteTable(a) => admin::delete_table(a).await,
         C::Tablets(a) => admin::tablets(a).await,
         C::Servers(a) => admin::servers(a).await,

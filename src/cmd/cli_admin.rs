@@ -136,6 +136,18 @@ pub async fn set_gc_policy(a: RowArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `setinmemory <table> <group> (on | off)`: keeps every SSTable of the group in memory.
+pub async fn set_in_memory(a: RowArgs) -> anyhow::Result<()> {
+    let on = match a.rest.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        ["on"] => true,
+        ["off"] => false,
+        _ => bail!("setinmemory takes a table, a locality group and on | off"),
+    };
+    let c = a.conn.client()?;
+    c.set_locality_group(&a.table, &a.row, on).await?;
+    Ok(())
+}
+
 /// `deletetable <table>`
 pub async fn delete_table(a: TableArgs) -> anyhow::Result<()> {
     if !a.opts.is_empty() {
