@@ -18,7 +18,7 @@
 use std::path::Path;
 
 use tablet::crashpoint;
-use tablet::meta::{metadata_schema, TabletRecord};
+use tablet::meta::{metadata_schema, ServerInfo, TabletRecord};
 use tablet::TabletId;
 
 use crate::error::{Error, Result};
@@ -82,6 +82,7 @@ pub async fn assign_root(inner: &Inner, a: &mut Active) -> Result<()> {
         epoch,
         create: !has_manifest(&inner.cfg.data_root, &rec.dir),
         master: Some(a.fence.clone()),
+        server_id: server.info.id.clone(),
     };
     inner.guard()?;
     inner.conns.load(&server.info.addr, req).await?;
@@ -136,6 +137,7 @@ pub async fn assign(inner: &Inner, a: &mut Active, t: TabletId, server: &str) ->
         epoch: new.epoch,
         create: !has_manifest(&inner.cfg.data_root, &new.dir),
         master: Some(a.fence.clone()),
+        server_id: s.info.id.clone(),
     };
     inner.guard()?;
     if let Err(e) = inner.conns.load(&s.info.addr, req).await {
@@ -205,14 +207,43 @@ pub async fn ensure_record_unchanged(
     }
 }
 
-/// Unloads tablet `t` from the server at `addr` (it flushes first).
-pub async fn unload(inner: &Inner, a: &Active, addr: &str, t: TabletId) -> Result<()> {
+/// Unloads tablet `t` from `server` (it flushes first). The request names the server's
+/// incarnation: a restarted process on the same address refuses it (`wrong-server`).
+pub async fn unload(inner: &Inner, a: &Active, server: &ServerInfo, t: TabletId) -> Result<()> {
+    unload_fenced(inner, a, server, t, 0).await
+}
+
+/// Makes sure `server` does not and never will serve tablet `t` at `epoch` or below:
+/// unloads it if loaded and fences out any load at such an epoch still under way there.
+/// "Not loaded here" counts as success: after the fence that answer is definitive.
+pub async fn fence_out(
+    inner: &Inner,
+    a: &Active,
+    server: &ServerInfo,
+    t: TabletId,
+    epoch: u64,
+) -> Result<()> {
+    match unload_fenced(inner, a, server, t, epoch.max(1)).await {
+        Err(Error::NotServing(_)) => Ok(()),
+        r => r,
+    }
+}
+
+async fn unload_fenced(
+    inner: &Inner,
+    a: &Active,
+    server: &ServerInfo,
+    t: TabletId,
+    fence_epoch: u64,
+) -> Result<()> {
     inner.guard()?;
     let req = tpb::UnloadTabletRequest {
         tablet_id: t,
         master: Some(a.fence.clone()),
+        server_id: server.id.clone(),
+        fence_epoch,
     };
-    inner.conns.unload(addr, req).await
+    inner.conns.unload(&server.addr, req).await
 }
 
 /// Assigns every unassigned tablet (METADATA's first); failures are logged and retried
@@ -266,9 +297,9 @@ pub async fn balance(inner: &Inner, a: &mut Active) -> Result<()> {
         }
     }
     for m in plan_moves(&by_server, inner.cfg.max_moves) {
-        let addr = a.view.servers[&m.from].info.addr.clone();
+        let from = a.view.servers[&m.from].info.clone();
         tracing::info!(tablet = m.tablet, from = %m.from, to = %m.to, "balancing move");
-        match unload(inner, a, &addr, m.tablet).await {
+        match unload(inner, a, &from, m.tablet).await {
             Err(e @ Error::LostMastership(_)) => return Err(e),
             Err(e) => {
                 tracing::warn!(tablet = m.tablet, "move: unload failed: {e}");

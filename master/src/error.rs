@@ -32,6 +32,10 @@ pub enum Error {
     /// A tablet server or the lock service could not do it now.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// A tablet server answered that it does not serve the tablet (`quarry-error:
+    /// not-serving`).
+    #[error("not serving: {0}")]
+    NotServing(String),
     /// The master's session or lock is gone: it stops issuing commands and exits.
     #[error("lost mastership: {0}")]
     LostMastership(String),
@@ -79,6 +83,7 @@ pub fn from_tablet_status(what: &str, s: Status) -> Error {
         Some("stale-sequencer") => {
             return Error::LostMastership(format!("{what}: {}", s.message()));
         }
+        Some("not-serving") => return Error::NotServing(format!("{what}: {}", s.message())),
         Some(tag) => return Error::Unavailable(format!("{what}: {tag}: {}", s.message())),
         None => {}
     }
@@ -104,7 +109,9 @@ impl From<Error> for Status {
                     .insert("quarry-error", "not-master".parse().expect("ascii"));
                 s
             }
-            Error::Unavailable(_) | Error::LostMastership(_) => Status::unavailable(msg),
+            Error::Unavailable(_) | Error::NotServing(_) | Error::LostMastership(_) => {
+                Status::unavailable(msg)
+            }
             Error::Corruption { .. } => Status::data_loss(msg),
         }
     }

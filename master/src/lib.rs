@@ -40,6 +40,16 @@
 //!   Success proves the server's session expired and its lock-delay passed, so the server
 //!   has stopped serving (its local lease ran out first). Only then does the master delete
 //!   the file (fenced) and reassign the server's tablets.
+//! - A tablet is never handed to a second server while the first may still serve it.
+//!   Loads and unloads name the server *incarnation* they are for (`server_id`): a process
+//!   restarted on a dead incarnation's address refuses them (`wrong-server`), or it would
+//!   serve a tablet the master believes the dead incarnation holds and will reassign once
+//!   it reclaims that incarnation's lock (found by `quarry chaos --scenario soak`: two
+//!   servers served one tablet for 0.39 s). And a tablet its live recorded server does not
+//!   report (a timed-out LoadTablet, a slow replay) is reassigned only after that server
+//!   answered an `UnloadTablet` with `fence_epoch` = the recorded epoch, which makes every
+//!   load at or below it still under way there fail instead of serving; until it answers
+//!   the tablet is held ([`recover`]). Tested in `tests/load_fencing.rs`.
 //! - Every command carries the master's sequencer: `LoadTablet`, `UnloadTablet`,
 //!   `SplitTablet`, METADATA writes (checked by the serving tablet server), and its
 //!   lock-service writes (`write`/`delete` with a fence, the id counter by compare-and-set

@@ -19,7 +19,7 @@ use lockservice::state::LockMode;
 use tablet::meta::{TabletRecord, METADATA_TABLET_ID};
 use tablet::TabletId;
 
-use crate::assign::{assign_unassigned, balance, meta, unload};
+use crate::assign::{assign_unassigned, balance, fence_out, meta, unload};
 use crate::error::{Error, Result};
 use crate::master::{Active, Inner};
 use crate::policy::{check_coverage, reconcile, Report};
@@ -192,23 +192,22 @@ pub async fn reconcile_full(inner: &Inner, a: &mut Active) -> Result<()> {
     );
     a.view.tablets = records.iter().map(|r| (r.tablet_id, r.clone())).collect();
     a.view.unassigned = r.unassigned;
+    // A stale copy is unloaded before the tablet is assigned anywhere: a new owner's
+    // load would seal the logs the stale copy may still be appending to. A tablet whose
+    // stale copy could not be unloaded is held back until a reconciliation succeeds.
+    a.held.clear();
     let now = Instant::now();
     a.missing_since.retain(|t, _| r.missing.contains(t));
     for t in r.missing {
         let since = *a.missing_since.entry(t).or_insert(now);
         if now.duration_since(since) >= inner.cfg.scan_every {
-            tracing::warn!(tablet = t, "not served by its recorded server: reassigning");
-            a.view.unassigned.insert(t);
+            fence_out_missing(inner, a, t).await?;
         }
     }
-    // A stale copy is unloaded before the tablet is assigned anywhere: a new owner's
-    // load would seal the logs the stale copy may still be appending to. A tablet whose
-    // stale copy could not be unloaded is held back until a reconciliation succeeds.
-    a.held.clear();
     for (server, t) in r.stale {
-        if let Some(addr) = a.view.servers.get(&server).map(|s| s.info.addr.clone()) {
+        if let Some(info) = a.view.servers.get(&server).map(|s| s.info.clone()) {
             tracing::warn!(tablet = t, server = %server, "unloading a stale copy");
-            if let Err(e) = unload(inner, a, &addr, t).await {
+            if let Err(e) = unload(inner, a, &info, t).await {
                 if matches!(e, Error::LostMastership(_)) {
                     return Err(e);
                 }
@@ -218,6 +217,33 @@ pub async fn reconcile_full(inner: &Inner, a: &mut Active) -> Result<()> {
         }
     }
     repair(inner, a, &records).await
+}
+
+/// Reassigns tablet `t`, which its recorded (live) server keeps not reporting, once that
+/// server has answered a fenced unload: a load of `t` still under way there (a timed-out
+/// LoadTablet, a slow replay) would otherwise start serving after the new owner's load.
+/// Until the server answers, `t` is held.
+async fn fence_out_missing(inner: &Inner, a: &mut Active, t: TabletId) -> Result<()> {
+    let Some(rec) = a.view.tablets.get(&t).cloned() else {
+        return Ok(());
+    };
+    let Some(info) = a.view.servers.get(&rec.server_id).map(|s| s.info.clone()) else {
+        a.view.unassigned.insert(t);
+        return Ok(());
+    };
+    match fence_out(inner, a, &info, t, rec.epoch).await {
+        Ok(()) => {
+            tracing::warn!(tablet = t, server = %info.id, "not served by its recorded server: reassigning");
+            a.view.unassigned.insert(t);
+            Ok(())
+        }
+        Err(e @ Error::LostMastership(_)) => Err(e),
+        Err(e) => {
+            tracing::warn!(tablet = t, server = %info.id, "fencing out a missing tablet failed, holding it: {e}");
+            a.held.insert(t);
+            Ok(())
+        }
+    }
 }
 
 /// Unloads copies of METADATA's tablet that live servers hold without the root-tablet
@@ -240,9 +266,9 @@ async fn unload_stale_root(
         if recorded {
             continue;
         }
-        let addr = a.view.servers[server].info.addr.clone();
+        let info = a.view.servers[server].info.clone();
         tracing::warn!(server = %server, epoch, "unloading a stale copy of METADATA's tablet");
-        unload(inner, a, &addr, METADATA_TABLET_ID).await?;
+        unload(inner, a, &info, METADATA_TABLET_ID).await?;
     }
     Ok(())
 }

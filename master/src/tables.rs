@@ -119,7 +119,7 @@ pub async fn delete_table(inner: &Inner, a: &mut Active, name: &str) -> Result<(
 pub async fn drop_rows(inner: &Inner, a: &mut Active, rows: &[TabletRecord]) -> Result<()> {
     for r in rows {
         if let Some(s) = a.view.servers.get(&r.server_id).cloned() {
-            match unload(inner, a, &s.info.addr, r.tablet_id).await {
+            match unload(inner, a, &s.info, r.tablet_id).await {
                 Err(e @ Error::LostMastership(_)) => return Err(e),
                 Err(e) => tracing::warn!(tablet = r.tablet_id, "unload of a deleted tablet: {e}"),
                 Ok(()) => {}
@@ -157,7 +157,7 @@ pub async fn modify_families(
         let Some(s) = a.view.servers.get(&r.server_id).cloned() else {
             continue;
         };
-        unload(inner, a, &s.info.addr, r.tablet_id).await?;
+        unload(inner, a, &s.info, r.tablet_id).await?;
         a.view.unassigned.insert(r.tablet_id);
         if let Err(e) = assign(inner, a, r.tablet_id, &s.info.id).await {
             if matches!(e, Error::LostMastership(_)) {

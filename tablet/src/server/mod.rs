@@ -126,6 +126,10 @@ pub(crate) struct Shared {
     /// Directory of every tablet this incarnation ever loaded (their manifests bound which
     /// of its own commit-log segments may be deleted; see `log_gc`).
     pub log_users: parking_lot::Mutex<std::collections::BTreeSet<String>>,
+    /// Per tablet, the highest epoch an `UnloadTablet` fenced out: a load at or below it
+    /// that was still in flight when the unload answered never starts serving. Guarded by
+    /// the `tablets` write lock (read and written only while holding it).
+    pub fences: parking_lot::Mutex<BTreeMap<TabletId, u64>>,
 }
 
 impl Shared {
@@ -141,11 +145,31 @@ impl Shared {
         true
     }
 
-    /// Registers `l` as served (after its `start` is logged).
-    pub(crate) fn insert(&self, l: Loaded) {
+    /// Registers `l` as served (after its `start` is logged), unless an unload fenced its
+    /// epoch out meanwhile (then false: it is never served).
+    pub(crate) fn insert(&self, l: Loaded) -> bool {
+        let mut tablets = self.tablets.write();
+        if self
+            .fences
+            .lock()
+            .get(&l.desc.tablet_id)
+            .is_some_and(|&f| l.epoch <= f)
+        {
+            return false;
+        }
         self.log_users.lock().insert(l.desc.dir.clone());
         self.ownership.start(l.desc.tablet_id, l.epoch);
-        self.tablets.write().insert(l.desc.tablet_id, Arc::new(l));
+        tablets.insert(l.desc.tablet_id, Arc::new(l));
+        true
+    }
+
+    /// Makes every load of tablet `id` at `epoch` or below that has not started serving
+    /// yet fail, atomically with respect to [`Shared::insert`].
+    pub(crate) fn fence(&self, id: TabletId, epoch: u64) {
+        let _tablets = self.tablets.write();
+        let mut f = self.fences.lock();
+        let e = f.entry(id).or_insert(0);
+        *e = (*e).max(epoch);
     }
 
     /// Stops serving tablet `id` (logging its `end`); returns it.
@@ -264,6 +288,7 @@ pub async fn run(cfg: ServerConfig) -> Result<()> {
         master_generation: AtomicU64::new(0),
         ownership: ownership::OwnershipLog::open(&cfg.root, &id),
         log_users: Default::default(),
+        fences: Default::default(),
     });
     tracing::info!(
         server = id,

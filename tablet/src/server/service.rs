@@ -123,6 +123,24 @@ impl TabletService {
         Ok(())
     }
 
+    /// Refuses a load or unload the master addressed to another incarnation of the server
+    /// at this address (one that died; this process restarted on its address). Serving it
+    /// would make this process an owner the master does not know of: after reclaiming the
+    /// dead incarnation's lock the master would assign the tablet to a second server.
+    fn check_addressee(&self, server_id: &str) -> Result<(), Status> {
+        if server_id == self.s.id {
+            return Ok(());
+        }
+        Err(tagged(
+            Code::FailedPrecondition,
+            "wrong-server",
+            format!(
+                "addressed to tablet server {server_id:?}, this is {:?}",
+                self.s.id
+            ),
+        ))
+    }
+
     async fn check_sequencer(&self, seq: &pb::Sequencer) -> Result<(), Status> {
         if seq.path == MASTER_LOCK_PATH
             && seq.generation < self.s.master_generation.load(Ordering::SeqCst)
@@ -386,6 +404,7 @@ impl pb::tablet_server::Tablet for TabletService {
     ) -> Result<Response<pb::LoadTabletResponse>, Status> {
         let req = req.into_inner();
         self.check_master(&req.master).await?;
+        self.check_addressee(&req.server_id)?;
         if !self.s.may_serve() {
             return Err(not_serving("server is not serving"));
         }
@@ -431,7 +450,13 @@ impl pb::tablet_server::Tablet for TabletService {
             table = desc.table,
             "serving"
         );
-        self.s.insert(Loaded::new(tablet, desc, req.epoch));
+        if !self.s.insert(Loaded::new(tablet, desc, req.epoch)) {
+            return Err(tagged(
+                Code::FailedPrecondition,
+                "stale-epoch",
+                format!("load at epoch {} was fenced out by an unload", req.epoch),
+            ));
+        }
         Ok(Response::new(pb::LoadTabletResponse {}))
     }
 
@@ -441,6 +466,10 @@ impl pb::tablet_server::Tablet for TabletService {
     ) -> Result<Response<pb::UnloadTabletResponse>, Status> {
         let req = req.into_inner();
         self.check_master(&req.master).await?;
+        self.check_addressee(&req.server_id)?;
+        if req.fence_epoch > 0 {
+            self.s.fence(req.tablet_id, req.fence_epoch);
+        }
         let missing = || not_serving(format!("tablet {} is not loaded here", req.tablet_id));
         let loaded = self
             .s

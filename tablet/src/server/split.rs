@@ -194,7 +194,12 @@ impl Shared {
             .await
             .map_err(|e| Status::internal(e.to_string()))?
             .map_err(status)?;
-        self.insert(Loaded::new(tablet, d.clone(), 1));
+        if !self.insert(Loaded::new(tablet, d.clone(), 1)) {
+            return Err(not_serving(format!(
+                "split child {} was fenced out by an unload",
+                d.tablet_id
+            )));
+        }
         Ok(())
     }
 
