@@ -4,11 +4,11 @@ use clap::Subcommand;
 
 pub mod bench_compaction;
 pub mod bench_engine;
+pub mod bench_figure6;
 pub mod bench_lock;
 pub mod bench_lock_etcd;
 pub mod bench_lock_fail;
 pub mod bench_lock_sessions;
-pub mod bench_figure6;
 pub mod bench_plot;
 pub mod bench_rocksdb_stats;
 pub mod bench_ycsb;
