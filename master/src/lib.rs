@@ -49,7 +49,7 @@
 //!   report (a timed-out LoadTablet, a slow replay) is reassigned only after that server
 //!   answered an `UnloadTablet` with `fence_epoch` = the recorded epoch, which makes every
 //!   load at or below it still under way there fail instead of serving; until it answers
-//!   the tablet is held ([`recover`]). Tested in `tests/load_fencing.rs`.
+//!   the tablet is held ([`recover`]). Tested in `master/tests/load_fencing.rs`.
 //! - Every command carries the master's sequencer: `LoadTablet`, `UnloadTablet`,
 //!   `SplitTablet`, METADATA writes (checked by the serving tablet server), and its
 //!   lock-service writes (`write`/`delete` with a fence, the id counter by compare-and-set
