@@ -206,7 +206,7 @@ impl CommitLog {
                 opts.max_record
             )));
         }
-        create_dir_durably(&*fs, dir)?;
+        sstable::fs::create_dir_durably(&*fs, dir)?;
         let number = match list_segments(&*fs, dir)?.last() {
             None => 1,
             Some((n, path)) => n
@@ -475,28 +475,6 @@ fn add_stats(total: &mut CommitLogStats, batch: &CommitLogStats) {
     total.syncs += batch.syncs;
     total.bytes += batch.bytes;
     total.segments_created += batch.segments_created;
-}
-
-/// Creates `dir` and its missing ancestors, and syncs the parent of each one created so
-/// that the whole path survives a power cut.
-fn create_dir_durably(fs: &dyn Fs, dir: &Path) -> Result<()> {
-    let mut missing = Vec::new();
-    let mut p = dir;
-    while !fs.exists(p) {
-        missing.push(p);
-        match p.parent() {
-            Some(parent) if !parent.as_os_str().is_empty() => p = parent,
-            _ => break,
-        }
-    }
-    if missing.is_empty() {
-        return Ok(());
-    }
-    fs.create_dir_all(dir)?;
-    for created in missing.iter().rev() {
-        fs.sync_dir(sstable::fs::parent_dir(created))?;
-    }
-    Ok(())
 }
 
 /// Creates segment `number` in `dir`: header record, fsync, directory fsync. Once this

@@ -95,27 +95,6 @@ fn file_name(n: u64) -> String {
     format!("log-{n:06}")
 }
 
-/// Creates `dir` and any missing ancestors, then syncs each created directory and the
-/// existing ancestor that received the first new entry: until then a power cut could drop
-/// the whole log directory, and with it the vote and acknowledged entries (found by the
-/// simulation, tests/sim.rs, seed 1 before this fix).
-fn create_dir_durably(fs: &dyn Fs, dir: &Path) -> Result<()> {
-    let mut missing = Vec::new();
-    let mut cur = Some(dir);
-    while let Some(d) = cur.filter(|d| !d.as_os_str().is_empty() && !fs.exists(d)) {
-        missing.push(d);
-        cur = d.parent();
-    }
-    fs.create_dir_all(dir)?;
-    if let Some(last) = missing.last() {
-        for d in &missing {
-            fs.sync_dir(d)?;
-        }
-        fs.sync_dir(sstable::fs::parent_dir(last))?;
-    }
-    Ok(())
-}
-
 fn parse_name(name: &str) -> Option<u64> {
     name.strip_prefix("log-")?.parse().ok()
 }
@@ -123,7 +102,9 @@ fn parse_name(name: &str) -> Option<u64> {
 impl LogStore {
     /// Opens (or creates) the log in `dir`, replaying it into memory.
     pub fn open(fs: Arc<dyn Fs>, dir: &Path) -> Result<LogStore> {
-        create_dir_durably(&*fs, dir)?;
+        // A power cut before the directory's entry is durable would drop the vote and the
+        // acknowledged log with it (found by tests/sim.rs, seed 1).
+        sstable::fs::create_dir_durably(&*fs, dir)?;
         let mut numbers = Vec::new();
         for name in fs.list_dir(dir)? {
             if name.ends_with(".tmp") {
