@@ -201,8 +201,10 @@ pub struct TabletStats {
     pub sstables: BTreeMap<String, usize>,
     /// SSTables per level now, all groups together (index = level).
     pub sstables_per_level: Vec<usize>,
-    /// Bytes of SSTables now.
+    /// Bytes of SSTables now (a file shared with a split sibling counts whole).
     pub sst_bytes: u64,
+    /// SSTables still shared with a split sibling (clipped to this tablet's range).
+    pub shared_sstables: usize,
     /// Bytes in memtables now.
     pub memtable_bytes: u64,
 }
@@ -579,6 +581,12 @@ impl Inner {
                 .collect(),
             sstables_per_level: per_level(&state),
             sst_bytes: state.groups.values().flatten().map(|s| s.meta.size).sum(),
+            shared_sstables: state
+                .groups
+                .values()
+                .flatten()
+                .filter(|s| s.meta.clip.is_some())
+                .count(),
             memtable_bytes,
         }
     }

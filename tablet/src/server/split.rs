@@ -256,20 +256,42 @@ impl Shared {
     }
 
     /// Splits, every `every`, each served tablet whose SSTables passed `split_bytes`.
+    ///
+    /// A split child's size counts the files it still shares with its sibling whole, so it
+    /// would look as big as its parent and split again at once (a cascade of ever smaller
+    /// tablets). As HBase does with reference files, such a tablet is first major-compacted
+    /// (which rewrites only its own rows), and split on a later check only if it is still
+    /// past the threshold.
     pub(crate) async fn auto_split(self: Arc<Self>, split_bytes: u64, every: Duration) {
         loop {
             tokio::time::sleep(every).await;
             if !self.may_serve() {
                 return;
             }
-            let big: Vec<TabletId> = self
-                .tablets
-                .read()
-                .values()
-                .filter(|l| l.desc.table_id != meta::METADATA_TABLE_ID)
-                .filter(|l| l.tablet.stats().sst_bytes >= split_bytes)
-                .map(|l| l.desc.tablet_id)
-                .collect();
+            let mut big = Vec::new();
+            let mut shared = Vec::new();
+            for l in self.tablets.read().values() {
+                let st = l.tablet.stats();
+                if l.desc.table_id == meta::METADATA_TABLE_ID || st.sst_bytes < split_bytes {
+                    continue;
+                }
+                if st.shared_sstables > 0 {
+                    shared.push((l.desc.tablet_id, Arc::clone(&l.tablet)));
+                } else {
+                    big.push(l.desc.tablet_id);
+                }
+            }
+            for (id, t) in shared {
+                match tokio::task::spawn_blocking(move || t.force_major_compaction()).await {
+                    Ok(Ok(())) => {
+                        tracing::info!(tablet = id, "compacted away files shared by a split")
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(tablet = id, "compaction before a split failed: {e}")
+                    }
+                    Err(e) => tracing::warn!(tablet = id, "compaction before a split failed: {e}"),
+                }
+            }
             for id in big {
                 match self.split(id, None, None).await {
                     Ok((l, r)) => tracing::info!(
