@@ -15,9 +15,10 @@
 //! - locks `/chaos/lock-0`: acquire (exclusive), hold briefly, release, each client with
 //!   its own lock-service session.
 //!
-//! A failure that provably had no effect (a read, a refused argument) completes `fail`; any other failure of a write completes
-//! `info` (unknown). [`read_back`] reads the final state after the faults for the
-//! offline checkers.
+//! A failure that provably had no effect (a read, a refused argument) completes `fail`;
+//! any other failure of a write completes `info` (unknown).
+//! [`read_back`](super::readback::read_back) reads the final state after the faults for
+//! the offline checkers.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
