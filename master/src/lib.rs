@@ -147,9 +147,12 @@
 //!   already does to decide `create`), rather than asking tablet servers.
 //! - No status page or metrics yet; `Status` over gRPC only.
 //! - `SplitTablet` is forwarded to the tablet server (which allocates nothing: the master
-//!   passes the children's ids); splits the servers start by themselves are learnt at the
-//!   next reconciliation. Neither is exercised end to end yet (the server's split is not
-//!   written at the time of writing), nor is the repair of a real half-done split.
+//!   passes the children's ids). After any split commits in METADATA the tablet server
+//!   tells the master (`MasterNotify.SplitDone` in tablet.proto, served beside the admin
+//!   API); the master only sets a flag that makes its next tick rescan METADATA, so a
+//!   notification carries no authority and needs no fence, and a lost one is repaired by
+//!   the periodic scan. Both paths, crashes at every split step and the repair of real
+//!   half-done splits are exercised by `tests/cluster_split.rs`.
 //! - The multi-process test covers kill -9 of a tablet server and of the master, and a
 //!   SIGSTOPped master that exits on resume; that its commands in flight during the pause
 //!   are rejected relies on the tablet server's sequencer check and is not tested here.

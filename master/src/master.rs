@@ -116,6 +116,8 @@ pub struct Inner {
     pub active: Mutex<Option<Active>>,
     /// Generation of the master lock held (0: standby).
     pub lock_generation: AtomicU64,
+    /// Set by a tablet server's `SplitDone`: the next tick rescans METADATA.
+    pub rescan: std::sync::atomic::AtomicBool,
 }
 
 impl Inner {
@@ -160,6 +162,7 @@ pub async fn run(cfg: MasterConfig, shutdown: impl std::future::Future<Output = 
         session,
         active: Mutex::new(None),
         lock_generation: AtomicU64::new(0),
+        rescan: Default::default(),
     });
     let server = crate::service::serve(inner.clone());
     tokio::select! {

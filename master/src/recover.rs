@@ -46,9 +46,12 @@ pub async fn tick(inner: &Inner, a: &mut Active) -> Result<()> {
     inner.guard()?;
     refresh_servers(inner, a).await?;
     detect_failures(inner, a).await?;
-    let due = a
-        .last_scan
-        .is_none_or(|t| t.elapsed() >= inner.cfg.scan_every);
+    let told = inner
+        .rescan
+        .swap(false, std::sync::atomic::Ordering::AcqRel);
+    let due = told
+        || a.last_scan
+            .is_none_or(|t| t.elapsed() >= inner.cfg.scan_every);
     if due || a.view.root_unassigned {
         let r = reconcile_full(inner, a).await;
         a.last_scan = Some(Instant::now()); // failed or not: retried after scan_every

@@ -13,6 +13,8 @@ use crate::master::{Active, Inner};
 use crate::pb;
 use crate::pb::master_server::{Master, MasterServer};
 use crate::tables;
+use crate::tpb;
+use crate::tpb::master_notify_server::{MasterNotify, MasterNotifyServer};
 
 /// Serves the admin API on `inner.cfg.listen` until the process ends. The service holds
 /// the master only weakly: once [`crate::run`] returns, the master (and its session) is
@@ -21,11 +23,15 @@ pub async fn serve(inner: Arc<Inner>) -> Result<()> {
     let addr = inner.cfg.listen;
     let weak = Arc::downgrade(&inner);
     drop(inner);
+    let notify = MasterNotifyServer::new(Notify {
+        inner: weak.clone(),
+    });
     let svc = MasterServer::new(Service { inner: weak })
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
     tonic::transport::Server::builder()
         .add_service(svc)
+        .add_service(notify)
         .serve(addr)
         .await
         .map_err(|e| Error::Unavailable(format!("admin service on {addr}: {e}")))
@@ -33,6 +39,30 @@ pub async fn serve(inner: Arc<Inner>) -> Result<()> {
 
 struct Service {
     inner: Weak<Inner>,
+}
+
+/// Tablet servers' notifications (tablet.proto `MasterNotify`). They only ask for an
+/// early rescan, which reads METADATA itself: a notification carries no authority, so it
+/// needs no fence, and it never waits for the operation lock (the master may hold it while
+/// waiting for the very split being reported).
+struct Notify {
+    inner: Weak<Inner>,
+}
+
+#[tonic::async_trait]
+impl MasterNotify for Notify {
+    async fn split_done(
+        &self,
+        req: Request<tpb::SplitDoneRequest>,
+    ) -> std::result::Result<Response<tpb::SplitDoneResponse>, Status> {
+        let inner = self.inner.upgrade().ok_or(Error::NotMaster)?;
+        let r = req.get_ref();
+        tracing::info!(parent = r.parent, left = r.left, right = r.right, server = %r.server_id, "told of a split: rescanning");
+        inner
+            .rescan
+            .store(true, std::sync::atomic::Ordering::Release);
+        Ok(Response::new(tpb::SplitDoneResponse {}))
+    }
 }
 
 type Guard<'a> = MutexGuard<'a, Option<Active>>;

@@ -26,6 +26,10 @@
 //! - `assign-after-epoch-bump`: METADATA names the new server at the new epoch, no load
 //!   sent (also hit by plain assignments);
 //! - `assign-after-load`: the new server loaded the tablet, the master's view not updated.
+//!
+//! The same variable can instead name a best-effort message to drop ([`lost`]), to test
+//! the repair that covers its loss: `split-notify-lost` (the tablet server's `SplitDone`
+//! to the master; the master's periodic scan must find the split anyway).
 
 use std::sync::OnceLock;
 
@@ -51,6 +55,15 @@ fn armed() -> Option<&'static str> {
     ARMED
         .get_or_init(|| std::env::var(ENV).ok().filter(|s| !s.is_empty()))
         .as_deref()
+}
+
+/// Best-effort messages [`lost`] can drop.
+pub const LOSSES: &[&str] = &["split-notify-lost"];
+
+/// True if the process was started with [`ENV`] equal to `name`: drop that message.
+pub fn lost(name: &str) -> bool {
+    debug_assert!(LOSSES.contains(&name), "unknown message loss {name}");
+    armed() == Some(name)
 }
 
 /// Aborts the process if it was started with [`ENV`] equal to `name`.

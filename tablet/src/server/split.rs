@@ -29,6 +29,7 @@ use super::{sequencer_to_pb, Loaded, Shared};
 use crate::crashpoint;
 use crate::meta::{self, TabletRecord, ROOT_TABLET_PATH};
 use crate::pb;
+use crate::pb::master_notify_client::MasterNotifyClient;
 use crate::pb::tablet_client::TabletClient;
 use crate::split::ChildSpec;
 use crate::tablet::{Tablet, TabletConfig};
@@ -124,8 +125,45 @@ impl Shared {
         crashpoint::hit("split-after-children-written");
         self.commit_split(parent, &left, &right, &sequencer_to_pb(&fence))
             .await?;
+        self.notify_master(parent, left_id, right_id);
         crashpoint::hit("split-before-reply");
         Ok((left, right))
+    }
+
+    /// Tells the master (best effort, in the background) that a split committed, so it
+    /// rescans METADATA now. Never awaited here: the master may be waiting for this very
+    /// split's reply. A lost notification is repaired by the master's periodic scan.
+    fn notify_master(self: &Arc<Self>, parent: TabletId, left: TabletId, right: TabletId) {
+        if crashpoint::lost("split-notify-lost") {
+            return;
+        }
+        let client = self.client.clone();
+        let server_id = self.id.clone();
+        tokio::spawn(async move {
+            let req = pb::SplitDoneRequest {
+                parent,
+                left,
+                right,
+                server_id,
+            };
+            let r = tokio::time::timeout(Duration::from_secs(2), async move {
+                let (addr, _) = client
+                    .read(meta::MASTER_LOCK_PATH)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let addr = String::from_utf8_lossy(&addr).into_owned();
+                let mut m = MasterNotifyClient::connect(format!("http://{addr}"))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                m.split_done(req).await.map_err(|e| e.to_string())
+            })
+            .await;
+            match r {
+                Ok(Ok(_)) => tracing::debug!(parent, "master told of the split"),
+                Ok(Err(e)) => tracing::warn!(parent, "telling the master of a split: {e}"),
+                Err(_) => tracing::warn!(parent, "telling the master of a split: timed out"),
+            }
+        });
     }
 
     /// Steps 2-4 of the module doc: the two METADATA rows, then the children replace the
