@@ -11,8 +11,8 @@ use std::time::Duration;
 use harness::*;
 use master::pb;
 use master::tpb;
-use tablet::server::{self, ServerConfig};
-use tablet::{CommitLogOptions, Mutation, TabletOptions};
+use tablet::server;
+use tablet::Mutation;
 
 /// Segment numbers in the server's log directory (there is one server).
 fn segments(root: &Path) -> Vec<u64> {
@@ -35,27 +35,9 @@ async fn a_live_server_trims_its_log_below_what_its_tablets_need() {
     std::fs::create_dir_all(&root).unwrap();
     let root = root.canonicalize().unwrap();
     let (_lock, lock_addr) = lock_service(dir.path()).await;
-    let listen = free_addr();
-    let cfg = ServerConfig {
-        listen,
-        advertise: listen.to_string(),
-        root: root.clone(),
-        lock_addrs: vec![lock_addr.clone()],
-        name: "ts".into(),
-        tablet_options: TabletOptions {
-            memtable_bytes: 16 * 1024,
-            delete_obsolete_files: false,
-            ..TabletOptions::default()
-        },
-        log_options: CommitLogOptions {
-            segment_bytes: 8 * 1024,
-            ..CommitLogOptions::default()
-        },
-        cache_bytes: 1 << 20,
-        check_interval: Duration::from_millis(100),
-        split_bytes: u64::MAX,
-        split_check: Duration::from_secs(3600),
-    };
+    let (listen, mut cfg) = tablet_server_config(&root, &lock_addr);
+    cfg.tablet_options.memtable_bytes = 16 * 1024;
+    cfg.log_options.segment_bytes = 8 * 1024;
     let _server = tokio::spawn(server::run(cfg));
     let (maddr, _master) = start_master(&lock_addr, &root);
     active_status(maddr, failover_bound() * 4).await;

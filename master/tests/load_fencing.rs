@@ -10,16 +10,14 @@
 
 mod harness;
 
-use std::time::Duration;
-
 use harness::*;
 use lockservice::client::{Client, ClientConfig};
 use lockservice::state::LockMode;
 use master::metadata::{descriptor, fence};
 use master::tpb;
 use tablet::meta::{TabletRecord, MASTER_LOCK_PATH};
-use tablet::server::{self, ServerConfig};
-use tablet::{CommitLogOptions, Schema, TabletOptions};
+use tablet::server;
+use tablet::Schema;
 
 /// The `quarry-error` tag of a failed tablet-server call.
 fn tag(s: &tonic::Status) -> String {
@@ -51,23 +49,7 @@ async fn loads_for_another_incarnation_or_a_fenced_epoch_never_serve() {
     std::fs::create_dir_all(&root).unwrap();
     let root = root.canonicalize().unwrap();
     let (_lock, lock_addr) = lock_service(dir.path()).await;
-    let listen = free_addr();
-    let cfg = ServerConfig {
-        listen,
-        advertise: listen.to_string(),
-        root: root.clone(),
-        lock_addrs: vec![lock_addr.clone()],
-        name: "ts".into(),
-        tablet_options: TabletOptions {
-            delete_obsolete_files: false,
-            ..TabletOptions::default()
-        },
-        log_options: CommitLogOptions::default(),
-        cache_bytes: 1 << 20,
-        check_interval: Duration::from_millis(100),
-        split_bytes: u64::MAX,
-        split_check: Duration::from_secs(3600),
-    };
+    let (listen, cfg) = tablet_server_config(&root, &lock_addr);
     let _server = tokio::spawn(server::run(cfg));
 
     // Play the master: hold the master lock and fence every command with it.

@@ -116,3 +116,31 @@ pub fn fam(name: &str, gc: &str) -> pb::ColumnFamily {
         locality_group: String::new(),
     }
 }
+
+/// An in-process tablet server's configuration: listening on a free loopback port
+/// (returned), data under `root`, named `ts`, never splitting by itself, and (as under
+/// `quarry tablet-server`) leaving obsolete files to the master's collector. Tests adjust
+/// the options they care about.
+pub fn tablet_server_config(
+    root: &std::path::Path,
+    lock_addr: &str,
+) -> (SocketAddr, tablet::server::ServerConfig) {
+    let listen = free_addr();
+    let cfg = tablet::server::ServerConfig {
+        listen,
+        advertise: listen.to_string(),
+        root: root.to_path_buf(),
+        lock_addrs: vec![lock_addr.to_string()],
+        name: "ts".into(),
+        tablet_options: tablet::TabletOptions {
+            delete_obsolete_files: false,
+            ..tablet::TabletOptions::default()
+        },
+        log_options: tablet::CommitLogOptions::default(),
+        cache_bytes: 1 << 20,
+        check_interval: Duration::from_millis(100),
+        split_bytes: u64::MAX,
+        split_check: Duration::from_secs(3600),
+    };
+    (listen, cfg)
+}
