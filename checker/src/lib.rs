@@ -30,6 +30,15 @@
 //! ones left over "never happened". [`Model::step`] with `output = None` returns the
 //! state the operation leaves if it took effect.
 //!
+//! **Interchangeable unknowns.** Two unknown operations with equal inputs differ only in
+//! when they were called, and the earlier one may take effect wherever the later one
+//! may (its interval `[call, ∞)` contains the other's). So any order that uses the later
+//! one while the earlier is unused can use the earlier instead: the search places equal
+//! unknown operations only in call order. Without this, k unknown writes of equal value
+//! give 2^k linearized sets that the memo cannot merge; with it, k + 1. Callers make
+//! unknown operations equal where it does not matter which one happened, e.g. a register
+//! history can give every written value that nobody ever observed one common value.
+//!
 //! **Partitioning.** Operations on different keys of a key-value store commute and their
 //! models are independent, so a history is linearizable iff each key's sub-history is
 //! (linearizability is *local*, Herlihy & Wing theorem 1). [`check_partitioned`] splits
@@ -51,7 +60,7 @@
 //! ## Limits (implementation caveats)
 //!
 //! - The problem is NP-complete (Gibbons & Korach 1997): a history with many concurrent
-//!   operations on one key, or many unknown outcomes, can take exponential time and
+//!   operations on one key, or many distinct unknown outcomes, can take exponential time and
 //!   memory. [`check_bounded`] caps the steps and answers [`Verdict::GaveUp`] instead of
 //!   hanging a test. Keep per-key concurrency small (tens of clients) and values unique.
 //! - Only total models: a model is a deterministic function of state and input; models
@@ -81,8 +90,9 @@ use search::View;
 pub trait Model {
     /// The model's state; compared and hashed for memoization, so keep it small.
     type State: Clone + Eq + Hash + Debug;
-    /// A request.
-    type Input: Debug;
+    /// A request. Compared and hashed to find interchangeable unknown operations (see
+    /// the crate doc).
+    type Input: Debug + Eq + Hash;
     /// An answer.
     type Output: Debug;
 

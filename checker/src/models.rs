@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::Model;
 
 /// A request to a [`Register`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum RegisterInput<V> {
     /// Read the value.
     Read,
@@ -79,7 +79,7 @@ impl<V: Clone + Eq + Hash + Debug> Model for Register<V> {
 }
 
 /// A request to a [`Counter`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum CounterInput {
     /// Add to the counter.
     Add(i64),

@@ -16,6 +16,13 @@
 //!   linearized (their returns all sort before it), so the history is linearizable: the
 //!   remaining unknown operations never happened.
 //!
+//! - an unknown operation is not placed while an earlier-called unknown operation with an
+//!   equal input is unplaced (`twin`): the two are interchangeable and the earlier one is
+//!   at least as free, so only call order needs exploring (crate doc, "Interchangeable
+//!   unknowns"); and an unknown operation whose step would leave the state as it is is
+//!   not placed either (leaving it out, "never happened", has the same futures with
+//!   more operations still free).
+//!
 //! An empty stack at a return means no order works: the history is not linearizable.
 //! The memo set is what makes this practical: two orders that reach the same linearized
 //! set and the same state have the same futures, so each pair is explored once. It is
@@ -28,6 +35,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Debug;
+use std::hash::Hash;
 
 use crate::{Explanation, Model, Verdict};
 
@@ -117,6 +125,27 @@ impl Linearized {
         self.bits[op / 64] ^= 1 << (op % 64);
         self.hash ^= zobrist(op);
     }
+
+    fn contains(&self, op: usize) -> bool {
+        self.bits[op / 64] & (1 << (op % 64)) != 0
+    }
+}
+
+/// For each unknown op, the latest earlier-called unknown op with an equal input (`NIL`
+/// if none, and for known ops).
+fn twins<I: Eq + Hash, O>(ops: &[View<'_, I, O>]) -> Vec<usize> {
+    let mut unknown: Vec<usize> = (0..ops.len())
+        .filter(|&op| ops[op].output.is_none())
+        .collect();
+    unknown.sort_by_key(|&op| (ops[op].call, op));
+    let mut latest: HashMap<&I, usize> = HashMap::new();
+    let mut twin = vec![NIL; ops.len()];
+    for op in unknown {
+        if let Some(prev) = latest.insert(ops[op].input, op) {
+            twin[op] = prev;
+        }
+    }
+    twin
 }
 
 /// A fixed pseudo-random word per op (splitmix64 of its index).
@@ -191,6 +220,7 @@ pub(crate) fn search<M: Model>(
         state: state.clone(),
         low_water: 0,
     };
+    let twin = twins(ops);
     let mut node = events.next[events.head];
     let mut steps = 0u64;
     loop {
@@ -203,7 +233,15 @@ pub(crate) fn search<M: Model>(
         }
         let op = node / 2;
         if node.is_multiple_of(2) {
-            if let Some(next_state) = M::step(&state, ops[op].input, ops[op].output) {
+            let waits_for_twin = twin[op] != NIL && !set.contains(twin[op]);
+            let next = if waits_for_twin {
+                None
+            } else {
+                M::step(&state, ops[op].input, ops[op].output)
+                    // An unknown op that would change nothing may as well not happen.
+                    .filter(|next| ops[op].output.is_some() || *next != state)
+            };
+            if let Some(next_state) = next {
                 set.flip(op);
                 if memo.insert(&set, next_state.clone()) {
                     stack.push((op, std::mem::replace(&mut state, next_state)));
