@@ -27,6 +27,11 @@
 //!
 //! The unit tests of every rule are in `sstable/tests/fault_fs.rs`.
 //!
+//! Process-level faults for multi-process tests live beside it: [`UnsyncedFs`] (real
+//! files whose unsynced bytes and directory changes stay in process memory, so `kill -9`
+//! is a power cut), [`SyncHookFs`] (a hook before each sync: fsync delays, test gates), both driven by the environment and the
+//! runtime [`control`] file through [`process_fs`].
+//!
 //! Caveats: inodes are freed only at a power cut; there are no hard links, permissions,
 //! or `..` path components (they are rejected as invalid arguments).
 
@@ -41,7 +46,13 @@ use parking_lot::Mutex;
 use crate::error::{Error, Result};
 use crate::fs::Fs;
 
+pub mod control;
 mod handles;
+pub mod process;
+pub mod unsynced;
+
+pub use process::{process_fs, SlowSyncFs, SyncHook, SyncHookFs};
+pub use unsynced::UnsyncedFs;
 
 /// Linux's `EIO`.
 const EIO: i32 = 5;
