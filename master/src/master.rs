@@ -145,7 +145,10 @@ pub async fn run(cfg: MasterConfig, shutdown: impl std::future::Future<Output = 
             cfg.data_root.display()
         )));
     }
-    let client = Client::new(ClientConfig::new(cfg.lock_addrs.clone()))?;
+    let mut lock_cfg = ClientConfig::new(cfg.lock_addrs.clone());
+    // Follows the chaos harness's clock-rate control (the monotonic clock in production).
+    lock_cfg.clock = lockservice::clock::clock_from_env();
+    let client = Client::new(lock_cfg)?;
     let id = format!(
         "master-{}-{}-{:08x}",
         cfg.advertise,

@@ -12,13 +12,12 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use lockservice::client::{Client, ClientConfig};
-use lockservice::clock::MonotonicClock;
+use lockservice::clock::clock_from_env;
 use lockservice::lease::LeaseConfig;
 use lockservice::raft::{Compaction, RaftTiming};
 use lockservice::server::{Replica, ReplicaConfig};
@@ -210,8 +209,9 @@ pub fn lock_server(a: LockServerArgs) -> anyhow::Result<()> {
         },
     };
     runtime()?.block_on(async {
-        let fs = sstable::RealFs::shared();
-        let replica = Replica::start(cfg, fs, Arc::new(MonotonicClock)).await?;
+        // The chaos harness's fault variables choose the Fs and clock (real ones otherwise).
+        let fs = sstable::fault::process_fs()?;
+        let replica = Replica::start(cfg, fs, clock_from_env()).await?;
         tracing::info!(id = a.id, %listen, "lock-server serving");
         println!("lock-server {} serving on {listen}", a.id);
         tokio::signal::ctrl_c().await?;

@@ -13,6 +13,15 @@
 //! | the chaos process (clients) | 127.0.0.1 |
 //!
 //! Elsewhere everything runs on 127.0.0.1 with free ports and partitions are refused.
+//!
+//! Fault variables (see `sstable::fault::process`): every process polls its own control
+//! file `DIR/control/<name>` (`QUARRY_FAULT_CONTROL`; [`Cluster::set_control`] rewrites
+//! it: `clock-rate`, `fsync-delay-ms`). With `unsynced` (the `power-cut` and `soak`
+//! scenarios) lock replicas and tablet servers run on the unsynced fault `Fs`
+//! (`QUARRY_FAULT_FS=unsynced`, shadow directory `DIR/shadow/<name>`), so every `kill -9`
+//! of one of them drops what it had not fsynced, as a power cut would. Masters keep no
+//! files of their own and run on the real `Fs`.
+//!
 //! Each process logs to `DIR/logs/<name>.log` (appended across restarts) and is tied to
 //! this process by `PR_SET_PDEATHSIG`, so nothing outlives the run. Processes are forked
 //! from the thread that calls [`Cluster::start`]; the chaos process runs a
@@ -25,6 +34,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use sstable::fault::control::{Settings, CONTROL_ENV};
+use sstable::fault::process::{FAULT_FS_ENV, SHADOW_ENV};
 
 /// Lock-service session lease of every run (short, so faults resolve within seconds).
 pub const LEASE: Duration = Duration::from_millis(1500);
@@ -53,6 +64,10 @@ pub struct Node {
     /// Its source IP inside a namespace.
     pub ip: Option<String>,
     args: Vec<String>,
+    /// Extra environment (the fault variables).
+    env: Vec<(String, String)>,
+    /// Its control file and what it says now.
+    control: (PathBuf, Settings),
     /// The running process, if any.
     pub child: Option<Child>,
     /// Stopped by SIGSTOP and not yet continued.
@@ -81,8 +96,14 @@ fn strings(v: &[&str]) -> Vec<String> {
 }
 
 impl Cluster {
-    /// The plan of a cluster under `dir` (nothing started yet).
-    pub fn plan(dir: &Path, netns: bool, memtable_bytes: u64) -> anyhow::Result<Cluster> {
+    /// The plan of a cluster under `dir` (nothing started yet); with `unsynced` the lock
+    /// replicas and tablet servers run on the unsynced fault `Fs`.
+    pub fn plan(
+        dir: &Path,
+        netns: bool,
+        memtable_bytes: u64,
+        unsynced: bool,
+    ) -> anyhow::Result<Cluster> {
         let addr = |ip: &str, port: u16| -> anyhow::Result<(String, Option<String>)> {
             Ok(if netns {
                 (format!("{ip}:{port}"), Some(ip.to_string()))
@@ -141,7 +162,11 @@ impl Cluster {
             nodes.push(Node::new(name, Role::Master, a, ip, args));
         }
         std::fs::create_dir_all(dir.join("logs"))?;
+        std::fs::create_dir_all(dir.join("control"))?;
         std::fs::create_dir_all(dir.join(chaos::files::ROOT))?;
+        for n in nodes.iter_mut() {
+            n.set_fault_env(dir, unsynced);
+        }
         Ok(Cluster {
             nodes,
             dir: dir.to_path_buf(),
@@ -205,6 +230,22 @@ impl Cluster {
             _ => {}
         }
         Ok(true)
+    }
+
+    /// Changes `name`'s control settings with `change` and rewrites its control file
+    /// (atomically: the process polls it); returns the changed file's text.
+    pub fn set_control(
+        &mut self,
+        name: &str,
+        change: impl FnOnce(&mut Settings),
+    ) -> anyhow::Result<String> {
+        let n = self.node(name)?;
+        change(&mut n.control.1);
+        let text = control_text(&n.control.1);
+        let tmp = n.control.0.with_extension("tmp");
+        std::fs::write(&tmp, &text).with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, &n.control.0)?;
+        Ok(text)
     }
 
     /// SIGKILLs `name` and reaps it.
@@ -276,6 +317,14 @@ impl Drop for Cluster {
     }
 }
 
+/// The control file's text for `s` (the format of `sstable::fault::control`).
+pub fn control_text(s: &Settings) -> String {
+    format!(
+        "clock-rate {}\nfsync-delay-ms {}\n",
+        s.clock_rate, s.fsync_delay_ms
+    )
+}
+
 fn ip_rule(op: &str, from: &str, to: &str) -> anyhow::Result<()> {
     let st = Command::new("ip")
         .args([
@@ -305,8 +354,29 @@ impl Node {
             addr: addr.to_string(),
             ip: ip.clone(),
             args,
+            env: Vec::new(),
+            control: (PathBuf::new(), Settings::default()),
             child: None,
             stopped: false,
+        }
+    }
+
+    /// What its control file says now.
+    pub fn settings(&self) -> Settings {
+        self.control.1
+    }
+
+    /// Sets the fault variables of a process of the run in `dir`.
+    fn set_fault_env(&mut self, dir: &Path, unsynced: bool) {
+        let control = dir.join("control").join(&self.name);
+        self.env
+            .push((CONTROL_ENV.into(), control.display().to_string()));
+        self.control.0 = control;
+        if unsynced && self.role != Role::Master {
+            let shadow = dir.join("shadow").join(&self.name);
+            self.env.push((FAULT_FS_ENV.into(), "unsynced".into()));
+            self.env
+                .push((SHADOW_ENV.into(), shadow.display().to_string()));
         }
     }
 
@@ -320,6 +390,10 @@ impl Node {
             .with_context(|| format!("opening {}", path.display()))?;
         let mut cmd = Command::new(exe);
         cmd.args(&self.args)
+            .env_remove(FAULT_FS_ENV)
+            .env_remove(SHADOW_ENV)
+            .env_remove(CONTROL_ENV)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "info")
             .env_remove(lockservice::bind::SOURCE_IP_ENV)
             .stdin(Stdio::null())

@@ -234,7 +234,7 @@ fn run_scenario(r: RunArgs) -> anyhow::Result<()> {
 
 /// Starts the cluster, runs workloads and nemesis, heals, reads back, stops.
 async fn drive(r: &RunArgs, dir: &Path, netns: bool) -> anyhow::Result<()> {
-    let cluster = Cluster::plan(dir, netns, r.memtable_bytes)?;
+    let cluster = Cluster::plan(dir, netns, r.memtable_bytes, r.scenario.unsynced_fs())?;
     let lock_addrs = cluster.lock_addrs();
     let sh = Shared::new(cluster, JsonlWriter::create(&dir.join(files::NEMESIS))?);
     let names: Vec<String> = sh
@@ -299,7 +299,8 @@ async fn drive_started(
     rb
 }
 
-/// Removes every partition, continues every stopped process and starts every one down.
+/// Removes every partition, continues every stopped process, returns every clock rate and
+/// fsync delay to normal and starts every process that is down.
 fn heal_all(sh: &Shared) -> anyhow::Result<()> {
     let stopped: Vec<String> = {
         let mut c = sh.cluster.lock();
@@ -319,6 +320,7 @@ fn heal_all(sh: &Shared) -> anyhow::Result<()> {
         sh.cluster.lock().signal(&n, libc::SIGCONT)?;
         sh.record(chaos::nemesis::Action::Cont, &n, "end of the run");
     }
+    sh.reset_controls()?;
     sh.held.lock().clear();
     Ok(())
 }

@@ -15,14 +15,17 @@
 //! | lock-leader-kill | kill -9 the lock-service leader, restart it 1 s later |
 //! | lock-partition | cut the lock leader from the other replicas (both ways or one way) for 2x lease |
 //! | tablet-cut-from-lock | cut a tablet server from every lock replica (both ways) for 3x lease |
-//! | power-cut | kill -9 every tablet server at once, restart them (see the caveat) |
+//! | power-cut | kill -9 every process at once (lock replicas and tablet servers run on the unsynced fault `Fs`, so they lose what they had not fsynced), restart them 500 ms later |
 //! | split-crash | ask for a split, kill -9 the tablet's server 0-300 ms later |
+//! | clock-skew | set every process's clock rate within ±[`MAX_SKEW`](control_faults::MAX_SKEW) (half the rounds the worst case: lock replicas fast, clients slow), cut (or, without partitions, pause) the busiest tablet server for 3x the lease under the skew, reset the rates |
+//! | slow-disk | delay every fsync of some lock replicas and tablet servers by 100-400 ms for 2x the lease |
 //! | soak | each round one of the above, picked by the seed |
 //!
-//! Caveat: `power-cut` is a whole-tier crash by kill -9; the page cache keeps what was
-//! not fsynced, so it does not prove fsync discipline the way the in-process `FaultFs`
-//! power cuts of the tablet crate's tests do (a process-level fault file system is not
-//! written).
+//! `power-cut` and `soak` start lock replicas and tablet servers on the unsynced `Fs`
+//! (`super::cluster`), so in `soak` every kill -9 of one of them is a power cut of that
+//! process. Clock rates and fsync delays reach the processes through their control files;
+//! each change is logged (`clock_rate` / `fsync_delay`, the control line as detail) and
+//! every one is reset when the run heals.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -40,6 +43,8 @@ use tablet::server::ownership::mono_ns;
 use super::cluster::{Cluster, Role, LEASE};
 use super::workload::TABLE;
 
+mod control_faults;
+
 /// A named scenario.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Scenario {
@@ -55,10 +60,16 @@ pub enum Scenario {
     LockPartition,
     /// Cut a tablet server from the lock service (not from clients).
     TabletCutFromLock,
-    /// kill -9 every tablet server at once.
+    /// kill -9 every process at once; the lock replicas and tablet servers lose what they
+    /// had not fsynced.
     PowerCut,
     /// Split a tablet and kill -9 its server during the split.
     SplitCrash,
+    /// Skew the processes' clock rates within the lease margin while a tablet server loses
+    /// its lease.
+    ClockSkew,
+    /// Delay the fsyncs of lock replicas and tablet servers.
+    SlowDisk,
     /// A random mix of all of the above.
     Soak,
 }
@@ -67,6 +78,11 @@ impl Scenario {
     /// Whether it needs partitions (a network namespace).
     pub fn needs_netns(self) -> bool {
         matches!(self, Scenario::LockPartition | Scenario::TabletCutFromLock)
+    }
+
+    /// Whether its lock replicas and tablet servers run on the unsynced fault `Fs`.
+    pub fn unsynced_fs(self) -> bool {
+        matches!(self, Scenario::PowerCut | Scenario::Soak)
     }
 
     /// Its name on the command line.
@@ -217,6 +233,8 @@ impl Nemesis {
             Scenario::TabletCutFromLock,
             Scenario::PowerCut,
             Scenario::SplitCrash,
+            Scenario::ClockSkew,
+            Scenario::SlowDisk,
         ];
         let usable: Vec<Scenario> = all
             .into_iter()
@@ -263,6 +281,8 @@ impl Nemesis {
             }
             Scenario::PowerCut => self.power_cut().await?,
             Scenario::SplitCrash => return self.split_crash().await,
+            Scenario::ClockSkew => self.clock_skew().await?,
+            Scenario::SlowDisk => self.slow_disk().await?,
             Scenario::Soak => unreachable!("soak picks a concrete scenario"),
         }
         Ok(true)
@@ -348,25 +368,26 @@ impl Nemesis {
     }
 
     async fn power_cut(&self) -> anyhow::Result<()> {
-        let ts = self.names(Role::Tablet);
-        {
-            let mut held = self.sh.held.lock();
-            held.extend(ts.iter().cloned());
-        }
+        let all: Vec<String> = {
+            let c = self.sh.cluster.lock();
+            c.nodes.iter().map(|n| n.name.clone()).collect()
+        };
+        self.sh.held.lock().extend(all.iter().cloned());
         {
             let mut c = self.sh.cluster.lock();
-            for t in &ts {
-                c.kill(t)?;
+            for n in &all {
+                c.kill(n)?;
             }
         }
         self.sh.record(
             Action::Crash,
-            &ts.join(","),
-            "kill -9 of every tablet server at once (page cache survives)",
+            &all.join(","),
+            "power cut: kill -9 of every process; lock replicas and tablet servers on the \
+             unsynced Fs lose every byte and directory entry they had not fsynced",
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
-        for t in &ts {
-            self.sh.start(t, "after the crash")?;
+        for n in &all {
+            self.sh.start(n, "after the power cut")?;
         }
         Ok(())
     }

@@ -6,7 +6,19 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use chaos::history::{Kind, Operation};
-use chaos::nemesis::{Action, Record};
+use chaos::nemesis::Record;
+
+/// Latency of the operations that completed `ok`, grouped by the fault they started in.
+pub struct LatencyRow {
+    /// The fault's action (`no fault` for operations started outside every band).
+    pub during: String,
+    /// Operations completed ok.
+    pub ops: usize,
+    /// Median latency, ms.
+    pub p50_ms: f64,
+    /// 99th percentile latency, ms.
+    pub p99_ms: f64,
+}
 use chaos::{files, Verdict};
 
 /// What the report says about one run.
@@ -44,10 +56,7 @@ pub fn unavailability(ops: &[Operation], min_ns: u64) -> Vec<(u64, u64)> {
 }
 
 fn is_fault(r: &Record) -> bool {
-    matches!(
-        r.action,
-        Action::Kill | Action::Stop | Action::Partition | Action::Crash
-    )
+    r.starts_fault()
 }
 
 impl Summary<'_> {
@@ -89,6 +98,17 @@ impl Summary<'_> {
             "unavailability windows (>= 1 s without an ok): {}, longest {:.2} s",
             gaps.len(),
             longest as f64 / 1e9
+        );
+        let _ = writeln!(
+            s,
+            "latency of ok operations by fault they started in:{}",
+            self.latency_rows()
+                .iter()
+                .map(|r| format!(
+                    " {} {} ops p50 {:.1} ms p99 {:.1} ms;",
+                    r.during, r.ops, r.p50_ms, r.p99_ms
+                ))
+                .collect::<String>()
         );
         let _ = writeln!(s, "{:<20} {:>10}  checked", "checker", "violations");
         for v in self.verdicts {
@@ -138,6 +158,45 @@ impl Summary<'_> {
         Ok(())
     }
 
+    /// Ok latencies (p50, p99) of operations started inside each kind of fault band and
+    /// outside all of them: how much a fault slowed the clients (a slow disk, a pause).
+    pub fn latency_rows(&self) -> Vec<LatencyRow> {
+        let bands = self.bands();
+        let mut groups: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
+        for o in self.ops {
+            let Some(c) = o.complete.as_ref().filter(|c| c.kind == Kind::Ok) else {
+                continue;
+            };
+            let t = o.invoke.t;
+            let mut kinds: Vec<&str> = bands
+                .iter()
+                .filter(|(a, b, _)| *a <= t && t < *b)
+                .map(|(_, _, l)| l.split(' ').next().unwrap_or(""))
+                .collect();
+            kinds.sort_unstable();
+            kinds.dedup();
+            if kinds.is_empty() {
+                kinds.push("no fault");
+            }
+            for k in kinds {
+                groups.entry(k.to_string()).or_default().push(c.t - t);
+            }
+        }
+        groups
+            .into_iter()
+            .map(|(during, mut lat)| {
+                lat.sort_unstable();
+                let q = |p: f64| lat[((lat.len() - 1) as f64 * p).round() as usize] as f64 / 1e6;
+                LatencyRow {
+                    during,
+                    ops: lat.len(),
+                    p50_ms: q(0.5),
+                    p99_ms: q(0.99),
+                }
+            })
+            .collect()
+    }
+
     /// Fault bands: (start, end, label) from a fault to the action that ends it.
     fn bands(&self) -> Vec<(u64, u64, String)> {
         let end_of_run = self
@@ -148,16 +207,15 @@ impl Summary<'_> {
             .unwrap_or(0);
         let mut out = Vec::new();
         for (i, r) in self.nemesis.iter().enumerate().filter(|(_, r)| is_fault(r)) {
-            let ends = |x: &Record| match r.action {
-                Action::Stop => x.action == Action::Cont && x.target == r.target,
-                Action::Partition => x.action == Action::Heal,
-                _ => x.action == Action::Start && r.target.split(',').any(|t| t == x.target),
-            };
             let end = self.nemesis[i + 1..]
                 .iter()
-                .find(|x| ends(x))
+                .find(|x| r.ended_by(x))
                 .map_or(end_of_run, |x| x.t);
-            out.push((r.t, end, format!("{:?} {}", r.action, r.target)));
+            out.push((
+                r.t,
+                end,
+                format!("{:?} {} {}", r.action, r.target, r.detail),
+            ));
         }
         out
     }

@@ -236,7 +236,10 @@ pub async fn ensure_dir(client: &Client, path: &str) -> Result<()> {
 /// lost or the server file is deleted; then returns `Error::Failed` saying which (the
 /// binary exits, and a supervisor may start a new incarnation).
 pub async fn run(cfg: ServerConfig) -> Result<()> {
-    let client = Client::new(ClientConfig::new(cfg.lock_addrs.clone())).map_err(lock_err)?;
+    // The clock and Fs follow the chaos harness's fault variables (none in production).
+    let mut lock_cfg = ClientConfig::new(cfg.lock_addrs.clone());
+    lock_cfg.clock = lockservice::clock::clock_from_env();
+    let client = Client::new(lock_cfg).map_err(lock_err)?;
     let session = client
         .open_session(&format!("tablet-server {}", cfg.name))
         .await
@@ -261,7 +264,7 @@ pub async fn run(cfg: ServerConfig) -> Result<()> {
         .try_acquire(&path, LockMode::Exclusive)
         .await
         .map_err(lock_err)?;
-    let fs = sstable::RealFs::shared();
+    let fs = sstable::fault::process_fs()?;
     let log_dir = cfg.root.join("logs").join(&id);
     let log = {
         let fs = Arc::clone(&fs);
