@@ -4,12 +4,13 @@
 //! command line and dispatches.
 
 mod cmd;
+mod ops;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
 /// Quarry: a Bigtable-style distributed store.
 #[derive(Parser, Debug)]
-#[command(name = "quarry", version, about)]
+#[command(name = "quarry", version, about, args_override_self = true)]
 struct Cli {
     #[command(subcommand)]
     command: cmd::Command,
@@ -23,6 +24,20 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+    // `--config FILE` of a server command becomes flags before the command line's own.
+    let args = ops::config::expand(std::env::args_os().collect(), long_flags)?;
+    let cli = Cli::parse_from(args);
     cmd::run(cli.command)
+}
+
+/// The long flag names of subcommand `sub`.
+fn long_flags(sub: &str) -> Vec<String> {
+    Cli::command()
+        .find_subcommand(sub)
+        .map(|c| {
+            c.get_arguments()
+                .filter_map(|a| a.get_long().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
 }

@@ -51,6 +51,11 @@
 //!    every lock-delay at its current time (Chubby 2.9), before it proposes any expiry.
 //! 5. The client sets its local lease to `t_s + lease·(1 − drift) − gap`, where `t_s` is
 //!    when it *sent* the KeepAlive (defaults: drift 1%, gap 50 ms).
+//! 6. A client keeps all its sessions alive with one `KeepAliveMany` per interval (Chubby
+//!    sends one KeepAlive per client): the leader takes one `t_r` for the request, passes
+//!    one barrier round started after `t_r`, and then treats each session as in 2 (the
+//!    answer lists the sessions it did not extend). Concurrent KeepAlives and reads share
+//!    barrier rounds, but a caller only uses a round that started after it arrived.
 //!
 //! **Safety argument.** Claim: while a client believes its lease valid, no replica has
 //! applied its expiry. Its belief rests on a KeepAlive sent at `t_s` and answered by a
@@ -66,7 +71,23 @@
 //! it — and L's barrier applies everything committed before the round, so L would have
 //! answered `SessionExpired` instead; an expiry proposed by L itself marks the session, and
 //! L answers no later KeepAlive for it. Hence every expiry the client can meet comes after
-//! its local lease ran out. Lock-delay adds a further full delay (restarted at each
+//! its local lease ran out.
+//!
+//! *Batched and coalesced KeepAlives keep this argument.* It uses, per session, only
+//! that (i) `t_r` was taken before the barrier round began, (ii) that round confirmed L's
+//! leadership with a majority and applied everything committed before it began, and
+//! (iii) the session was live and not being expired by L after the round. With one
+//! `KeepAliveMany` all sessions share `t_r` and the round, and (i)-(iii) hold for each of
+//! them exactly as for a lone KeepAlive; a round shared with other callers is one that
+//! started after each of them arrived ([`server`]'s barrier never hands a caller a round
+//! already running when it came), so (i) holds for every sharer. A KeepAlive answered by
+//! a deposed leader L: its round confirmed L after `t_r`, so any leader L' that could have
+//! ended the session was elected after `t_r` and restarted the lease at its election; if
+//! L' was elected *before* the round, the round could not have gathered a majority for
+//! L's term (the voters of L' refuse it) and L answers `NotLeader`, not a lease. The
+//! client dates the lease from its own send time `t_s ≤ t_r`, so hedged attempts (the
+//! same request sent again to another replica) only make it more conservative.
+//! Lock-delay adds a further full delay (restarted at each
 //! failover) before anyone else can take the expired holder's locks. Sequencers close the
 //! remaining gap (a holder paused between checking its lease and acting): generations come
 //! from one counter that only grows, and `CheckSequencer` or a fenced write refuses any
@@ -174,6 +195,7 @@ pub mod pb {
     tonic::include_proto!("quarry.lock.v1");
 }
 pub mod raft;
+pub mod rpc_metrics;
 pub mod server;
 pub mod state;
 pub mod wire;

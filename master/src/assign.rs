@@ -25,6 +25,7 @@ use crate::error::{Error, Result};
 use crate::master::{Active, Inner};
 use crate::metadata::{descriptor, root_record, MetaAccess};
 use crate::policy::{plan_assignments, plan_moves};
+use crate::status::EventKind;
 use crate::{ns, tpb};
 
 /// METADATA access through its current server.
@@ -149,6 +150,8 @@ pub async fn assign(inner: &Inner, a: &mut Active, t: TabletId, server: &str) ->
     crashpoint::hit("assign-after-load");
     a.view.unassigned.remove(&t);
     tracing::info!(tablet = t, server = %s.info.id, epoch = new.epoch, "tablet assigned");
+    let what = format!("tablet {t} to {} at epoch {}", s.info.id, new.epoch);
+    inner.ops.event(EventKind::Assignment, 1, what);
     Ok(())
 }
 
@@ -312,7 +315,10 @@ pub async fn balance(inner: &Inner, a: &mut Active) -> Result<()> {
         match assign(inner, a, m.tablet, &m.to).await {
             Err(e @ Error::LostMastership(_)) => return Err(e),
             Err(e) => tracing::warn!(tablet = m.tablet, "move: load failed (retried): {e}"),
-            Ok(()) => {}
+            Ok(()) => {
+                let what = format!("tablet {} from {} to {}", m.tablet, m.from, m.to);
+                inner.ops.event(EventKind::Move, 1, what);
+            }
         }
     }
     Ok(())

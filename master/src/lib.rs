@@ -171,6 +171,7 @@ pub mod ns;
 pub mod policy;
 pub mod recover;
 pub mod service;
+pub mod status;
 pub mod tables;
 pub mod view;
 
@@ -184,4 +185,5 @@ pub mod pb {
 pub use tablet::pb as tpb;
 
 pub use error::{Error, Result};
-pub use master::{run, MasterConfig};
+pub use master::{run, run_observed, MasterConfig};
+pub use status::{MasterStatus, MasterView};

@@ -23,6 +23,7 @@ use tokio::sync::Mutex;
 use crate::conns::Conns;
 use crate::error::{Error, Result};
 use crate::metadata::fence;
+use crate::status::EventKind;
 use crate::view::View;
 use crate::{ns, tpb};
 
@@ -118,6 +119,8 @@ pub struct Inner {
     pub lock_generation: AtomicU64,
     /// Set by a tablet server's `SplitDone`: the next tick rescans METADATA.
     pub rescan: std::sync::atomic::AtomicBool,
+    /// The published view and recent actions, for the status page.
+    pub ops: crate::status::Ops,
 }
 
 impl Inner {
@@ -139,6 +142,16 @@ impl Inner {
 /// Runs a master until its session is lost (`Err(LostMastership)`), a fatal error, or
 /// `shutdown` resolves (`Ok`).
 pub async fn run(cfg: MasterConfig, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
+    run_observed(cfg, shutdown, |_| {}).await
+}
+
+/// [`run`], handing `observe` a [`MasterView`](crate::status::MasterView) once its
+/// session is open (for status pages and metrics).
+pub async fn run_observed(
+    cfg: MasterConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+    observe: impl FnOnce(crate::status::MasterView),
+) -> Result<()> {
     if !cfg.data_root.is_dir() {
         return Err(Error::InvalidArgument(format!(
             "data root {} is not a directory",
@@ -166,7 +179,9 @@ pub async fn run(cfg: MasterConfig, shutdown: impl std::future::Future<Output = 
         active: Mutex::new(None),
         lock_generation: AtomicU64::new(0),
         rescan: Default::default(),
+        ops: Default::default(),
     });
+    observe(crate::status::MasterView(inner.clone()));
     let server = crate::service::serve(inner.clone());
     tokio::select! {
         r = server => r,
@@ -212,6 +227,7 @@ async fn lead(inner: Arc<Inner>) -> Result<()> {
             Err(e) => tracing::warn!("take-over incomplete, the control loop retries: {e}"),
             Ok(()) => {}
         }
+        inner.ops.publish(&a);
         *g = Some(a);
     }
     let mut ticker = tokio::time::interval(inner.cfg.tick);
@@ -228,6 +244,7 @@ async fn lead(inner: Arc<Inner>) -> Result<()> {
                 Err(e @ Error::LostMastership(_)) => return Err(e),
                 Err(e) => tracing::warn!("control loop: {e}"),
             }
+            inner.ops.publish(a);
         }
         if inner
             .cfg
@@ -236,7 +253,13 @@ async fn lead(inner: Arc<Inner>) -> Result<()> {
         {
             last_gc = Instant::now();
             match gc.pass(&inner).await {
-                Ok(_) => {}
+                Ok(r) => {
+                    let files = (r.tablet_dirs + r.ssts + r.log_dirs) as u64;
+                    if files > 0 {
+                        let what = format!("gc deleted {files} files and dirs, {} bytes", r.bytes);
+                        inner.ops.event(EventKind::GcDeletion, files, what);
+                    }
+                }
                 Err(e @ Error::LostMastership(_)) => return Err(e),
                 Err(e) => tracing::warn!("garbage collection: {e}"),
             }

@@ -30,6 +30,7 @@ pub async fn serve(inner: Arc<Inner>) -> Result<()> {
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
     tonic::transport::Server::builder()
+        .layer(lockservice::rpc_metrics::RpcMetricsLayer::new("master"))
         .add_service(svc)
         .add_service(notify)
         .serve(addr)
@@ -61,6 +62,11 @@ impl MasterNotify for Notify {
         inner
             .rescan
             .store(true, std::sync::atomic::Ordering::Release);
+        let what = format!(
+            "tablet {} split into {} and {} by {}",
+            r.parent, r.left, r.right, r.server_id
+        );
+        inner.ops.event(crate::status::EventKind::Split, 1, what);
         Ok(Response::new(tpb::SplitDoneResponse {}))
     }
 }

@@ -58,6 +58,12 @@ pub struct DevArgs {
     /// Give up starting after this many seconds.
     #[arg(long, default_value_t = 120)]
     pub start_timeout: u64,
+    /// Each process serves metrics and a status page on its port plus this (0: none).
+    #[arg(long, default_value_t = 1000)]
+    pub http_offset: u16,
+    /// A TOML file with the same keys as these flags (flags win over the file).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
 }
 
 /// Which group a child belongs to (started and stopped group by group).
@@ -120,6 +126,7 @@ fn plan(a: &DevArgs, ep: &Endpoints) -> Vec<Role> {
         args.extend(s(&["--data", &data(&format!("lock-{id}"))]));
         args.extend(s(&["--lease-ms", &a.lease_ms.to_string()]));
         args.extend(s(&["--lock-delay-ms", &a.lock_delay_ms.to_string()]));
+        args.extend(http_flag(a, addr));
         roles.push(Role {
             name: format!("lock-{id}"),
             tier: Tier::Lock,
@@ -128,7 +135,7 @@ fn plan(a: &DevArgs, ep: &Endpoints) -> Vec<Role> {
     }
     for (i, addr) in ep.tablets.iter().enumerate() {
         let name = format!("tablet-{}", i + 1);
-        let args = s(&[
+        let mut args = s(&[
             "tablet-server",
             "--listen",
             addr,
@@ -139,6 +146,7 @@ fn plan(a: &DevArgs, ep: &Endpoints) -> Vec<Role> {
             "--name",
             &name,
         ]);
+        args.extend(http_flag(a, addr));
         roles.push(Role {
             name,
             tier: Tier::Tablet,
@@ -146,7 +154,7 @@ fn plan(a: &DevArgs, ep: &Endpoints) -> Vec<Role> {
         });
     }
     for (i, addr) in ep.masters.iter().enumerate() {
-        let args = s(&[
+        let mut args = s(&[
             "master",
             "--listen",
             addr,
@@ -155,6 +163,7 @@ fn plan(a: &DevArgs, ep: &Endpoints) -> Vec<Role> {
             "--lock",
             &lock_list,
         ]);
+        args.extend(http_flag(a, addr));
         roles.push(Role {
             name: format!("master-{}", i + 1),
             tier: Tier::Master,
@@ -162,6 +171,24 @@ fn plan(a: &DevArgs, ep: &Endpoints) -> Vec<Role> {
         });
     }
     roles
+}
+
+/// The status-page address of the process listening on `addr` (`host:port`): same host,
+/// port plus `--http-offset`; `None` when the offset is 0 or the port would overflow.
+fn http_addr(a: &DevArgs, addr: &str) -> Option<String> {
+    let (host, port) = addr.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    let http = port
+        .checked_add(a.http_offset)
+        .filter(|_| a.http_offset > 0)?;
+    Some(format!("{host}:{http}"))
+}
+
+/// `--http ADDR` for the process on `addr`, if status pages are on.
+fn http_flag(a: &DevArgs, addr: &str) -> Vec<String> {
+    http_addr(a, addr)
+        .map(|h| vec!["--http".to_string(), h])
+        .unwrap_or_default()
 }
 
 /// A child: its pid (for signals) while running, and its restart bookkeeping.
@@ -299,7 +326,7 @@ async fn run(a: DevArgs) -> anyhow::Result<()> {
         stop_all(&mut sup).await;
         bail!("the cluster did not start: {e:#}");
     }
-    print_banner(&ep, &a.data);
+    print_banner(&a, &ep, &a.data);
     tokio::select! {
         _ = sigint.recv() => {}
         _ = sigterm.recv() => {}
@@ -461,7 +488,7 @@ async fn stop_tier(
     }
 }
 
-fn print_banner(ep: &Endpoints, data: &Path) {
+fn print_banner(a: &DevArgs, ep: &Endpoints, data: &Path) {
     println!("Quarry is running (data in {}).", data.display());
     println!("  lock service   {}", ep.lock.join(", "));
     println!(
@@ -469,6 +496,15 @@ fn print_banner(ep: &Endpoints, data: &Path) {
         ep.masters.join(", ")
     );
     println!("  tablet servers {}", ep.tablets.join(", "));
+    let pages: Vec<String> = [&ep.lock, &ep.masters, &ep.tablets]
+        .into_iter()
+        .flatten()
+        .filter_map(|addr| http_addr(a, addr))
+        .map(|h| format!("http://{h}/"))
+        .collect();
+    if !pages.is_empty() {
+        println!("  status pages   {} (metrics at /metrics)", pages.join(" "));
+    }
     let flag = if ep.lock[0] == "127.0.0.1:7101" {
         String::new()
     } else {

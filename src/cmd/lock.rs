@@ -69,6 +69,12 @@ pub struct LockServerArgs {
     /// Log entries kept behind a snapshot.
     #[arg(long, default_value_t = 1000)]
     logs_to_keep: u64,
+    /// Serve Prometheus metrics (/metrics) and a status page (/) on this address.
+    #[arg(long)]
+    http: Option<SocketAddr>,
+    /// A TOML file with the same keys as these flags (flags win over the file).
+    #[arg(long)]
+    config: Option<PathBuf>,
 }
 
 /// `quarry lock ...`: look at and change the lock service.
@@ -209,11 +215,13 @@ pub fn lock_server(a: LockServerArgs) -> anyhow::Result<()> {
         },
     };
     runtime()?.block_on(async {
+        let view = crate::ops::maybe_serve(a.http, crate::ops::Source::Lock).await?;
         // The chaos harness's fault variables choose the Fs and clock (real ones otherwise).
         let fs = sstable::fault::process_fs()?;
         let replica = Replica::start(cfg, fs, clock_from_env()).await?;
         tracing::info!(id = a.id, %listen, "lock-server serving");
         println!("lock-server {} serving on {listen}", a.id);
+        let _ = view.set(replica.view());
         tokio::signal::ctrl_c().await?;
         replica.shutdown().await;
         Ok(())

@@ -53,6 +53,12 @@ pub struct MasterArgs {
     /// milliseconds (keep it well above any process pause and the session lease).
     #[arg(long, default_value_t = 600_000)]
     gc_min_age_ms: u64,
+    /// Serve Prometheus metrics (/metrics) and a status page (/) on this address.
+    #[arg(long)]
+    http: Option<SocketAddr>,
+    /// A TOML file with the same keys as these flags (flags win over the file).
+    #[arg(long)]
+    config: Option<PathBuf>,
 }
 
 /// Runs `quarry master`.
@@ -74,7 +80,13 @@ pub fn master(a: MasterArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    let r = rt.block_on(master::run(cfg, shutdown_signal()));
+    let r = rt.block_on(async {
+        let view = crate::ops::maybe_serve(a.http, crate::ops::Source::Master).await?;
+        let observe = |v| {
+            let _ = view.set(v);
+        };
+        anyhow::Ok(master::run_observed(cfg, shutdown_signal(), observe).await)
+    })?;
     match r {
         Ok(()) => Ok(()),
         Err(Error::LostMastership(why)) => {

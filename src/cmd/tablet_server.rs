@@ -60,6 +60,12 @@ pub struct TabletServerArgs {
     /// Compaction policy of every tablet: size-tiered or leveled.
     #[arg(long, default_value = "size-tiered", value_parser = Policy::parse)]
     compaction: Policy,
+    /// Serve Prometheus metrics (/metrics) and a status page (/) on this address.
+    #[arg(long)]
+    http: Option<SocketAddr>,
+    /// A TOML file with the same keys as these flags (flags win over the file).
+    #[arg(long)]
+    config: Option<PathBuf>,
 }
 
 /// Runs `quarry tablet-server`.
@@ -93,7 +99,16 @@ pub fn tablet_server(a: TabletServerArgs) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    match rt.block_on(server::run(cfg)) {
+    let run = async {
+        let view = crate::ops::maybe_serve(a.http, crate::ops::Source::Tablet).await?;
+        anyhow::Ok(
+            server::run_observed(cfg, |v| {
+                let _ = view.set(v);
+            })
+            .await,
+        )
+    };
+    match rt.block_on(run)? {
         Ok(()) => Ok(()),
         Err(tablet::Error::Failed(why)) => {
             eprintln!("tablet server stopped: {why}");

@@ -194,6 +194,7 @@ impl Inner {
             });
         }
         self.counters.flushes.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("quarry_flushes_total").increment(1);
         self.notify_flushed();
         Ok(true)
     }
@@ -233,6 +234,7 @@ impl Inner {
             self.counters
                 .flush_bytes
                 .fetch_add(sst.meta.size, Ordering::Relaxed);
+            metrics::counter!("quarry_flush_bytes_total").increment(sst.meta.size);
             out.push((g, sst));
         }
         Ok(out)

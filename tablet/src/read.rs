@@ -131,7 +131,11 @@ impl Inner {
             let m = &sst.meta;
             let in_range = m.largest.as_slice() >= prefix.as_slice()
                 && (m.smallest.as_slice() < prefix.as_slice() || m.smallest.starts_with(&prefix));
-            if !in_range || !sst.table.may_contain(row) {
+            if !in_range {
+                continue;
+            }
+            if !sst.table.may_contain(row) {
+                metrics::counter!("quarry_bloom_negatives_total").increment(1);
                 continue;
             }
             self.counters.sst_probes.fetch_add(1, Ordering::Relaxed);

@@ -348,26 +348,20 @@ impl pb::lock_server::Lock for LockApi {
     }
 
     async fn status(&self, _: Request<pb::Empty>) -> Res<pb::StatusResponse> {
-        let m = self.inner.raft.metrics().borrow().clone();
-        let members = m
-            .membership_config
-            .membership()
-            .nodes()
-            .map(|(id, n)| (*id, n.addr.clone()))
-            .collect::<std::collections::HashMap<_, _>>();
-        let leader_address = m
-            .current_leader
-            .and_then(|l| members.get(&l).cloned())
+        let st = super::status::status_of(&self.inner);
+        let leader_address = st
+            .leader
+            .and_then(|l| st.members.get(&l).cloned())
             .unwrap_or_default();
         Ok(Response::new(pb::StatusResponse {
-            id: m.id,
-            state: format!("{:?}", m.state),
-            current_leader: m.current_leader.unwrap_or(0),
+            id: st.id,
+            state: st.role,
+            current_leader: st.leader.unwrap_or(0),
             leader_address,
-            term: m.current_term,
-            last_log_index: m.last_log_index.unwrap_or(0),
-            last_applied: m.last_applied.map(|l| l.index).unwrap_or(0),
-            members,
+            term: st.term,
+            last_log_index: st.last_log_index,
+            last_applied: st.applied_index,
+            members: st.members.into_iter().collect(),
             sessions: self.inner.sm.leases.lock().session_count() as u64,
         }))
     }

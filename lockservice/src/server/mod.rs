@@ -12,6 +12,7 @@
 
 mod api;
 mod barrier;
+mod status;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -36,6 +37,7 @@ use crate::state::{Applied, Command, Reply};
 
 pub use api::{LockApi, MAX_CLIENT_MESSAGE};
 use barrier::Barrier;
+pub use status::{ReplicaStatus, ReplicaView};
 
 /// Everything a replica needs to start.
 #[derive(Debug, Clone)]
@@ -182,6 +184,11 @@ impl Replica {
         &self.inner.raft
     }
 
+    /// A handle for status pages and metrics (see [`ReplicaView`]).
+    pub fn view(&self) -> ReplicaView {
+        ReplicaView(self.inner.clone())
+    }
+
     /// Stops serving and shuts Raft down.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
@@ -209,6 +216,7 @@ async fn serve(
         .max_encoding_message_size(MAX_CLIENT_MESSAGE);
     let router = tonic::transport::Server::builder()
         .tcp_nodelay(true)
+        .layer(crate::rpc_metrics::RpcMetricsLayer::new("lock"))
         .add_service(raft_svc)
         .add_service(lock_svc);
     Ok(tokio::spawn(async move {

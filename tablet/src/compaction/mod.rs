@@ -18,7 +18,7 @@
 //! newest first, then each level >= 1 ascending, its files by smallest key (the read path
 //! concatenates each such level instead of merging its files).
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use sstable::merge::MergeIter;
@@ -30,6 +30,30 @@ use crate::key;
 use crate::manifest::SstMeta;
 use crate::tablet::{Inner, Sst, State};
 use crate::visibility::{RowVisibility, Verdict};
+
+/// Merging and major compactions running in this process now (all tablets).
+static RUNNING: AtomicU64 = AtomicU64::new(0);
+
+/// How many merging or major compactions are running in this process now.
+pub fn running() -> u64 {
+    RUNNING.load(Ordering::Relaxed)
+}
+
+/// Counts one running compaction for as long as it lives.
+struct RunningGuard;
+
+impl RunningGuard {
+    fn start() -> RunningGuard {
+        RUNNING.fetch_add(1, Ordering::Relaxed);
+        RunningGuard
+    }
+}
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        RUNNING.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 mod leveled;
 mod policy;
@@ -123,6 +147,7 @@ impl Inner {
             self.counters.trivial_moves.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
+        let running = RunningGuard::start();
         let outputs = match self.write_compaction(state, group, &inputs, pick) {
             Ok(o) => o,
             Err(e) => return Err(self.fail(format!("compaction of group {group} failed: {e}"))),
@@ -133,6 +158,9 @@ impl Inner {
             .compaction_read
             .fetch_add(read, Ordering::Relaxed);
         self.counters.compactions.fetch_add(1, Ordering::Relaxed);
+        drop(running);
+        metrics::counter!("quarry_compactions_total").increment(1);
+        metrics::counter!("quarry_compaction_read_bytes_total").increment(read);
         if self.opts.delete_obsolete_files {
             let own = format!("{}/sst/", self.dir);
             for s in inputs.iter().filter(|s| s.meta.path.starts_with(&own)) {
@@ -213,6 +241,7 @@ impl Inner {
         self.counters
             .compaction_written
             .fetch_add(sst.meta.size, Ordering::Relaxed);
+        metrics::counter!("quarry_compaction_written_bytes_total").increment(sst.meta.size);
         Arc::get_mut(&mut sst).expect("not shared yet").meta.level = level;
         Ok(sst)
     }

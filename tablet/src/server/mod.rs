@@ -26,6 +26,7 @@ pub mod log_gc;
 pub mod ownership;
 mod service;
 mod split;
+pub mod status;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -48,6 +49,7 @@ use crate::tablet::{Tablet, TabletOptions};
 use crate::types::{Epoch, TabletId};
 
 pub use service::TabletService;
+pub use status::{ServerStatus, ServerView, TabletStatus};
 
 /// Largest gRPC message in either direction (a 64 MiB row mutation plus framing).
 pub const MAX_MESSAGE: usize = 80 << 20;
@@ -184,6 +186,7 @@ impl Shared {
     pub fn stop_serving(&self, why: &str) {
         if self.serving.swap(false, Ordering::SeqCst) {
             tracing::error!(server = self.id, "stopping: {why}");
+            metrics::counter!("quarry_lease_lost_total").increment(1);
             // The last instant anything was served: now, or the lease's end if earlier.
             let last = ownership::mono_ns()
                 .min(ownership::instant_to_mono_ns(self.session.lease_deadline()));
@@ -236,6 +239,12 @@ pub async fn ensure_dir(client: &Client, path: &str) -> Result<()> {
 /// lost or the server file is deleted; then returns `Error::Failed` saying which (the
 /// binary exits, and a supervisor may start a new incarnation).
 pub async fn run(cfg: ServerConfig) -> Result<()> {
+    run_observed(cfg, |_| {}).await
+}
+
+/// [`run`], handing `observe` a [`ServerView`] once the server has registered (for
+/// status pages and metrics).
+pub async fn run_observed(cfg: ServerConfig, observe: impl FnOnce(ServerView)) -> Result<()> {
     // The clock and Fs follow the chaos harness's fault variables (none in production).
     let mut lock_cfg = ClientConfig::new(cfg.lock_addrs.clone());
     lock_cfg.clock = lockservice::clock::clock_from_env();
@@ -298,6 +307,7 @@ pub async fn run(cfg: ServerConfig) -> Result<()> {
         addr = cfg.advertise,
         "tablet server registered"
     );
+    observe(ServerView(Arc::clone(&shared)));
     spawn_guards(&shared, path, cfg.check_interval);
     tokio::spawn(Arc::clone(&shared).auto_split(cfg.split_bytes, cfg.split_check));
     tokio::spawn(Arc::clone(&shared).log_gc(log_gc::LOG_GC_EVERY));
@@ -307,6 +317,7 @@ pub async fn run(cfg: ServerConfig) -> Result<()> {
     let reason = Arc::new(parking_lot::Mutex::new(String::new()));
     let r = Arc::clone(&reason);
     tonic::transport::Server::builder()
+        .layer(lockservice::rpc_metrics::RpcMetricsLayer::new("tablet"))
         .add_service(svc)
         .serve_with_shutdown(cfg.listen, async move {
             if let Some(why) = stop_rx.recv().await {
