@@ -9,7 +9,9 @@
 # Environment: MEASURE (all, or a comma list of latency, throughput, holder-death,
 # leader-kill, leader-freeze, sessions), CYCLES (1000 per client), CLIENTS (8), TRIALS
 # (10), SESSIONS (5000), HOLD (10 s), DIR (a scratch dir on a real disk: data and logs),
-# KEEP (1 keeps DIR), QUARRY (a prebuilt binary; default: build target/release/quarry).
+# KEEP (1 keeps DIR), QUARRY (a prebuilt binary; default: build target/release/quarry),
+# TARGETS ("quarry etcd"; "quarry" alone measures Quarry without starting etcd),
+# QUARRY_FLAGS (extra lock-server flags, e.g. "--heartbeat-ms 50" to try other timings).
 # Both services on loopback, fsync on, their own defaults: etcd heartbeat 100 ms, election
 # 1000 ms; Quarry heartbeat 50 ms, disjoint election windows from 150 ms, lease 3 s,
 # lock-delay 1 s. An etcd session is a lease with the same TTL as Quarry's lease (3 s),
@@ -24,10 +26,12 @@ TRIALS=${TRIALS:-10}
 SESSIONS=${SESSIONS:-5000}
 HOLD=${HOLD:-10}
 DIR=${DIR:-$(mktemp -d /tmp/quarry-vs-etcd.XXXXXX)}
+TARGETS=${TARGETS:-quarry etcd}
 LEASE_MS=3000
 LOCK_DELAY_MS=1000
+with_etcd() { [[ " $TARGETS " == *" etcd "* ]]; }
 
-if ! command -v etcd >/dev/null 2>&1; then
+if with_etcd && ! command -v etcd >/dev/null 2>&1; then
   echo "installing etcd (Debian package etcd-server)"
   if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq etcd-server; \
   else sudo apt-get update -qq && sudo apt-get install -y -qq etcd-server; fi
@@ -67,8 +71,10 @@ ECLUSTER="e0=http://127.0.0.1:${P[6]},e1=http://127.0.0.1:${P[7]},e2=http://127.
 for i in 0 1 2; do
   (cd "$DIR/quarry" && exec "$QUARRY" lock-server --id $((i + 1)) --peers "$QPEERS" \
     --data "$DIR/quarry/d$i" --bootstrap --lease-ms $LEASE_MS --lock-delay-ms $LOCK_DELAY_MS \
+    ${QUARRY_FLAGS:-} \
     >"$DIR/quarry/pids/$i.log" 2>&1) &
   echo $! >"$DIR/quarry/pids/$i.pid"; disown
+  with_etcd || continue
   c=${P[$((3 + i))]}
   p=${P[$((6 + i))]}
   (cd "$DIR/etcd" && exec etcd --name "e$i" --data-dir "$DIR/etcd/e$i" \
@@ -83,7 +89,7 @@ done
 ready() { # waits up to 60 s for both groups to answer
   local end=$((SECONDS + 60))
   until "$QUARRY" lock --lock "$QADDRS" status >/dev/null 2>&1 \
-      && ETCDCTL_API=3 etcdctl --endpoints "$EADDRS" endpoint health >/dev/null 2>&1; do
+      && { ! with_etcd || ETCDCTL_API=3 etcdctl --endpoints "$EADDRS" endpoint health >/dev/null 2>&1; }; do
     [ $SECONDS -lt $end ] || { echo "the groups did not come up; logs in $DIR"; KEEP=1; exit 1; }
     sleep 0.2
   done
@@ -91,7 +97,7 @@ ready() { # waits up to 60 s for both groups to answer
 ready
 
 echo "== machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -r); load $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "== $(etcd --version | head -1); quarry $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+echo "== $(with_etcd && etcd --version | head -1); quarry $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 echo "== cycles=$CYCLES clients=$CLIENTS trials=$TRIALS sessions=$SESSIONS hold=${HOLD}s lease=${LEASE_MS}ms lock-delay=${LOCK_DELAY_MS}ms"
 
 if [ "$MEASURE" = all ]; then
@@ -99,7 +105,7 @@ if [ "$MEASURE" = all ]; then
 fi
 : >"$DIR/results.txt"
 for m in ${MEASURE//,/ }; do
-  for t in quarry etcd; do
+  for t in $TARGETS; do
     if [ $t = quarry ]; then addrs=$QADDRS; delay=$LOCK_DELAY_MS; else addrs=$EADDRS; delay=0; fi
     "$QUARRY" bench lock --target $t --lock "$addrs" --measure "$m" --cycles "$CYCLES" \
       --clients "$CLIENTS" --trials "$TRIALS" --sessions "$SESSIONS" --hold-secs "$HOLD" \

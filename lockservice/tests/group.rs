@@ -235,6 +235,53 @@ async fn a_session_outlives_many_leases_while_kept_alive_and_expires_when_not() 
     assert!(c.sessions().await.unwrap().iter().all(|s| s.session != id));
 }
 
+/// Checks every 50 ms for `d` that every session's lease is valid.
+async fn stay_valid(sessions: &[lockservice::client::Session], d: Duration) {
+    let until = tokio::time::Instant::now() + d;
+    while tokio::time::Instant::now() < until {
+        for s in sessions {
+            assert!(
+                s.is_lease_valid(),
+                "session {} lapsed while kept alive",
+                s.id()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Chubby's one KeepAlive per client: many sessions of one client are kept alive by one
+/// request per interval, not one per session (the per-session threads this replaced sent
+/// `SESSIONS` times as many).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_client_keeps_all_its_sessions_alive_with_one_keepalive_per_interval() {
+    const SESSIONS: usize = 20;
+    let g = Group::start().await;
+    let leader = g.leader().await;
+    let c = g.client();
+    let mut sessions = Vec::new();
+    for i in 0..SESSIONS {
+        sessions.push(c.open_session(&format!("s{i}")).await.unwrap());
+    }
+    let before = g.replicas[&leader].keepalive_requests();
+    stay_valid(&sessions, LEASE * 2).await;
+    let sent = g.replicas[&leader].keepalive_requests() - before;
+    // Two leases are 6 intervals: about 6 requests (a few more after failed attempts);
+    // a KeepAlive per session would be SESSIONS times that.
+    assert!(sent >= 2, "only {sent} KeepAlives in two leases");
+    assert!(
+        sent < 2 * SESSIONS as u64,
+        "{sent} KeepAlives for {SESSIONS} sessions of one client in two leases"
+    );
+    let live = c.sessions().await.unwrap().len();
+    assert_eq!(live, SESSIONS);
+    // A closed session leaves the requests; the others stay alive.
+    let last = sessions.pop().unwrap();
+    last.close().await.unwrap();
+    stay_valid(&sessions, LEASE).await;
+    assert_eq!(c.sessions().await.unwrap().len(), SESSIONS - 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn leader_failover_keeps_sessions_and_state_and_restart_reads_it_from_disk() {
     let mut g = Group::start().await;

@@ -232,6 +232,7 @@ pub async fn leader_failover(svc: &Service, a: &LockBenchArgs, freeze: bool) -> 
         .session("bench-failover", Duration::from_millis(a.lease_ms))
         .await?;
     let mut hist = Histogram::<u64>::new(3)?;
+    let mut each = Vec::new();
     let mut children = Vec::new();
     for path in &paths {
         let leader = settled(svc, &addrs).await?;
@@ -250,6 +251,7 @@ pub async fn leader_failover(svc: &Service, a: &LockBenchArgs, freeze: bool) -> 
         };
         let d = t0.elapsed();
         hist.record(d.as_micros() as u64)?;
+        each.push(format!("{}(r{})", d.as_millis(), leader + 1));
         if freeze {
             signal(pid, libc::SIGCONT)?;
         } else {
@@ -263,11 +265,12 @@ pub async fn leader_failover(svc: &Service, a: &LockBenchArgs, freeze: bool) -> 
         a,
         what,
         &format!(
-            "{} trials: next lock after p50 {:.0} ms, max {:.0} ms, min {:.0} ms",
+            "{} trials: next lock after p50 {:.0} ms, max {:.0} ms, min {:.0} ms (each: {} ms)",
             a.trials,
             ms(&hist, 0.5),
             hist.max() as f64 / 1000.0,
-            hist.min() as f64 / 1000.0
+            hist.min() as f64 / 1000.0,
+            each.join(" ")
         ),
     );
     // Restarted members keep running for the script to stop (their pids are in --pid-dir).

@@ -3,9 +3,9 @@
 //!
 //! Opens `--sessions` sessions (Quarry: `CreateSession` RPCs; etcd: `LeaseGrant`s with
 //! TTL `--lease-ms`), 64 at a time, then keeps every one alive every lease/3 from this
-//! one process (Quarry: a `KeepAlive` RPC per session, 64 in flight, over one HTTP/2
-//! connection to the leader, as the client library's KeepAlive thread sends them; etcd:
-//! one `LeaseKeepAlive` stream, as etcd's own clients multiplex their leases). After one
+//! one process (Quarry: one `KeepAliveMany` naming every session, as the client library's
+//! KeepAlive thread does for all sessions of a client; etcd: one `LeaseKeepAlive` stream,
+//! as etcd's own clients multiplex their leases). After one
 //! lease of warm-up it reads `utime + stime` of every server process
 //! (`/proc/<pid>/stat`, pids from `--pid-dir`) at the start and the end of `--hold-secs`
 //! and prints each one's CPU as a percentage of one core, and their sum. The sessions are
@@ -64,7 +64,9 @@ async fn quarry_open(c: &Client, n: usize) -> anyhow::Result<Vec<u64>> {
         .await
 }
 
-/// Keeps `ids` alive every `interval`; counts failed KeepAlives in `failed`.
+/// Keeps `ids` alive every `interval` with one `KeepAliveMany`, as the client library's
+/// KeepAlive thread does for all sessions of a client; counts sessions not kept alive in
+/// `failed`.
 fn quarry_keep(
     c: Client,
     ids: Vec<u64>,
@@ -74,23 +76,21 @@ fn quarry_keep(
     tokio::spawn(async move {
         loop {
             let round = tokio::time::Instant::now();
-            futures::stream::iter(ids.iter().copied())
-                .for_each_concurrent(IN_FLIGHT, |session| {
-                    let c = &c;
-                    let failed = &failed;
+            let r = c
+                .conn()
+                .call(Retry::Idempotent, |mut cl| {
+                    let sessions = ids.clone();
                     async move {
-                        let r = c
-                            .conn()
-                            .call(Retry::Idempotent, |mut cl| async move {
-                                cl.keep_alive(pb::SessionRef { session }).await
-                            })
-                            .await;
-                        if r.is_err() {
-                            failed.fetch_add(1, Ordering::Relaxed);
-                        }
+                        cl.keep_alive_many(pb::KeepAliveManyRequest { sessions })
+                            .await
                     }
                 })
                 .await;
+            let lost = match r {
+                Ok(resp) => resp.expired.len(),
+                Err(_) => ids.len(),
+            };
+            failed.fetch_add(lost as u64, Ordering::Relaxed);
             tokio::time::sleep_until(round + interval).await;
         }
     })

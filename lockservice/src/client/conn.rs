@@ -7,19 +7,26 @@
 //! are retried only when the caller says they are idempotent.
 //!
 //! A frozen leader (SIGSTOP, a long GC-like stall) keeps its connections open and answers
-//! nothing, so an idempotent request gives each attempt [`Conn::attempt_timeout`] (plus
-//! whatever the request itself waits, e.g. a blocking acquire), doubling after every
-//! timeout so a merely slow leader is still waited for; the next attempt goes to the next
-//! address, skipping for [`SUSPECT_FOR`] the replica that timed out. Redirects to it are
-//! still followed: ignoring them (tried) kept KeepAlives away from a leader that was only
-//! slow on a loaded machine long enough for sessions to expire. A non-idempotent request
-//! that times out is ambiguous: it fails.
+//! nothing. An idempotent request is therefore *hedged*: when an attempt has not been
+//! answered within [`Conn::attempt_timeout`] (plus whatever the request itself waits, e.g.
+//! a blocking acquire), the next attempt goes to the next replica **while the first stays
+//! in flight**; the first answer that is not a redirect wins. At most one attempt per
+//! replica is in flight: a redirect to a replica that is still being waited on sends
+//! nothing there and asks the next replica again after a pause (the followers go on naming
+//! the frozen leader until they elect a new one, then name the new one or are it). So a
+//! merely slow leader is still heard (its attempt is never abandoned before the request's
+//! deadline) and a frozen one costs one attempt timeout plus the election. The replica
+//! that let an attempt time out is skipped for [`SUSPECT_FOR`] when the client moves on to
+//! the next address, but redirects to it are followed. A non-idempotent request is never
+//! hedged; one that gets no answer is ambiguous: it fails.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::time::Duration;
 
+use futures::stream::{FuturesUnordered, StreamExt};
 use parking_lot::Mutex;
+use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::error::{Error, Result};
@@ -27,7 +34,8 @@ use crate::pb::lock_client::LockClient;
 use crate::server::MAX_CLIENT_MESSAGE;
 use crate::wire::from_status;
 
-/// Pause before trying the next replica after one was unreachable.
+/// Pause before trying the next replica after one was unreachable or named a leader that
+/// is already being waited on.
 const NEXT_REPLICA_PAUSE: Duration = Duration::from_millis(25);
 
 /// How long a replica that let an attempt time out is not followed by redirects.
@@ -70,7 +78,8 @@ pub struct Conn {
     target: Mutex<(usize, Option<String>)>,
     /// Total time one request may take, retries included.
     pub(crate) request_timeout: Duration,
-    /// Time the first attempt of an idempotent request may take (doubling per timeout).
+    /// Time an attempt of an idempotent request may go unanswered before the request is
+    /// also sent to the next replica.
     pub(crate) attempt_timeout: Duration,
     /// A replica that let an attempt time out, and until when redirects to it are ignored.
     suspect: Mutex<Option<(String, tokio::time::Instant)>>,
@@ -171,50 +180,138 @@ impl Conn {
         F: Fn(LockClient<Channel>) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
     {
-        let deadline = tokio::time::Instant::now() + self.request_timeout + wait;
-        let mut attempt = self.attempt_timeout;
+        let deadline = Instant::now() + self.request_timeout + wait;
+        match retry {
+            Retry::Idempotent => self.hedged(deadline, wait, f).await,
+            Retry::Once => self.once(deadline, f).await,
+        }
+    }
+
+    /// What a failed attempt at `addr` means: `Ok(true)` to try again at once (a redirect
+    /// to a named leader), `Ok(false)` to try again after a pause, `Err` to give up.
+    fn failed(&self, addr: &str, status: &tonic::Status, retry: Retry) -> Result<bool> {
+        let err = from_status(status);
+        match &err {
+            Error::NotLeader { leader } => {
+                let known = leader.as_deref().is_some_and(|l| l != addr);
+                self.redirect(if known { leader.clone() } else { None });
+                Ok(known)
+            }
+            Error::Unavailable(_) => {
+                self.redirect(None);
+                if retry == Retry::Once && !never_sent(status) {
+                    return Err(err);
+                }
+                Ok(false)
+            }
+            _ => Err(err),
+        }
+    }
+
+    /// A non-idempotent request: one attempt at a time, retried only after failures that
+    /// prove it was not carried out.
+    async fn once<T, F, Fut>(&self, deadline: Instant, f: F) -> Result<T>
+    where
+        F: Fn(LockClient<Channel>) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    {
         loop {
             let addr = self.current();
             let client = self.client(&addr)?;
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let limit = match retry {
-                Retry::Idempotent => left.min(attempt + wait),
-                Retry::Once => left,
-            };
-            let err = match tokio::time::timeout(limit, f(client)).await {
+            let status = match tokio::time::timeout_at(deadline, f(client)).await {
                 Ok(Ok(resp)) => return Ok(resp.into_inner()),
-                Ok(Err(status)) => (from_status(&status), never_sent(&status)),
+                Ok(Err(status)) => status,
                 Err(_) => {
                     self.timed_out(&addr);
-                    if retry == Retry::Once || tokio::time::Instant::now() >= deadline {
-                        return Err(Error::DeadlineExceeded(format!(
-                            "no answer from the lock service ({addr}) within {limit:?}"
-                        )));
-                    }
-                    attempt = attempt.saturating_mul(2);
-                    continue;
+                    return Err(Error::DeadlineExceeded(format!(
+                        "no answer from the lock service ({addr}) before the request's deadline"
+                    )));
                 }
             };
-            let retry_now = match &err.0 {
-                Error::NotLeader { leader } => {
-                    let known = leader.as_deref().is_some_and(|l| l != addr);
-                    self.redirect(if known { leader.clone() } else { None });
-                    known
-                }
-                Error::Unavailable(_) => {
-                    self.redirect(None);
-                    if retry == Retry::Once && !err.1 {
-                        return Err(err.0);
-                    }
-                    false
-                }
-                _ => return Err(err.0),
-            };
-            if tokio::time::Instant::now() >= deadline {
-                return Err(err.0);
+            let at_once = self.failed(&addr, &status, Retry::Once)?;
+            if Instant::now() >= deadline {
+                return Err(from_status(&status));
             }
-            if !retry_now {
+            if !at_once {
                 tokio::time::sleep(NEXT_REPLICA_PAUSE).await;
+            }
+        }
+    }
+
+    /// An idempotent request, hedged across replicas (see the module doc).
+    async fn hedged<T, F, Fut>(&self, deadline: Instant, wait: Duration, f: F) -> Result<T>
+    where
+        F: Fn(LockClient<Channel>) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let start = |addr: String, client| {
+            let fut = f(client);
+            async move { (addr, fut.await) }
+        };
+        let mut inflight = FuturesUnordered::new();
+        // Replicas with an attempt in flight, and when the newest attempt is overdue.
+        let mut waiting: HashSet<String> = HashSet::new();
+        let mut overdue: Option<(String, Instant)> = None;
+        let mut next_send = Some(Instant::now());
+        let mut last_err = None;
+        loop {
+            if next_send.is_some_and(|t| Instant::now() >= t) {
+                next_send = None;
+                let addr = self.current();
+                if waiting.contains(&addr) {
+                    // A redirect to a replica already being waited on: ask the next one.
+                    self.redirect(None);
+                    next_send = Some(Instant::now() + NEXT_REPLICA_PAUSE);
+                } else {
+                    let client = self.client(&addr)?;
+                    waiting.insert(addr.clone());
+                    let due = Instant::now() + self.attempt_timeout + wait;
+                    overdue = Some((addr.clone(), due));
+                    inflight.push(start(addr, client));
+                }
+            }
+            let wake = [next_send, overdue.as_ref().map(|o| o.1), Some(deadline)]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(deadline);
+            tokio::select! {
+                Some((addr, r)) = inflight.next() => {
+                    waiting.remove(&addr);
+                    if overdue.as_ref().is_some_and(|o| o.0 == addr) {
+                        overdue = None;
+                    }
+                    let status = match r {
+                        Ok(resp) => return Ok(resp.into_inner()),
+                        Err(status) => status,
+                    };
+                    let at_once = self.failed(&addr, &status, Retry::Idempotent)?;
+                    last_err = Some(from_status(&status));
+                    let pause = if at_once { Duration::ZERO } else { NEXT_REPLICA_PAUSE };
+                    let t = Instant::now() + pause;
+                    next_send = Some(next_send.map_or(t, |n| n.min(t)));
+                }
+                _ = tokio::time::sleep_until(wake) => {
+                    if let Some((addr, due)) = overdue.take() {
+                        if Instant::now() >= due {
+                            // Hedge: the attempt stays in flight, the next replica is asked too.
+                            self.timed_out(&addr);
+                            next_send = Some(Instant::now());
+                        } else {
+                            overdue = Some((addr, due));
+                        }
+                    }
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(match last_err {
+                    Some(e) if inflight.is_empty() => e,
+                    _ => Error::DeadlineExceeded(format!(
+                        "no answer from the lock service ({}) within {:?}",
+                        waiting.into_iter().collect::<Vec<_>>().join(", "),
+                        self.request_timeout + wait
+                    )),
+                });
             }
         }
     }

@@ -1,9 +1,12 @@
-//! The KeepAlive thread of a session and the local lease it maintains.
+//! The KeepAlive thread of a client and the local leases it maintains.
 //!
-//! Runs on its own OS thread with its own single-threaded tokio runtime and its own
-//! connections, so no load on the caller's runtime (compactions, request floods) can delay
-//! a KeepAlive. Every `interval` it sends one; on an answer it sets the local lease deadline
-//! to
+//! One thread per [`super::Client`] keeps every session opened through it alive, as
+//! Chubby does (one KeepAlive per client, not per session): every `interval` it sends one
+//! `KeepAliveMany` naming all of them. It runs on its own OS thread with its own
+//! single-threaded tokio runtime and its own connections, so no load on the caller's
+//! runtime (compactions, request floods) can delay a KeepAlive. It starts with the first
+//! session and ends when the client and all its sessions are dropped. On an answer it sets
+//! the local lease deadline of every session the leader extended to
 //!
 //! ```text
 //!   send_time + lease × (1 − drift) − safety_gap
@@ -13,21 +16,26 @@
 //! before the leader's lease started) and `drift` bounds how much faster the leader's clock
 //! may run than ours. So the local deadline is never later than the leader's.
 //!
+//! A session the answer lists as expired is reported `Expired` and dropped from the
+//! request. A session dropped or closed by its owner leaves the next request; one request
+//! already in flight may still extend it once (the service then expires it a lease after
+//! that request was received).
+//!
 //! States, as in Chubby: `Safe` while the local lease is valid; `Jeopardy` once it lapsed
 //! (stop acting as a lock holder) while the thread keeps trying for a grace period, because
 //! a new leader gives every session a full lease from its election; back to `Safe` if a
 //! KeepAlive succeeds, `Expired` when the leader says the session is gone or the grace
 //! period ends.
 
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 use super::conn::{Conn, Retry};
 use crate::clock::Clock;
-use crate::error::Error;
 use crate::pb;
 use crate::state::SessionId;
 
@@ -117,93 +125,225 @@ impl LocalLease {
     }
 }
 
-/// Starts the KeepAlive thread; it ends when `stop` is set or the session expires.
-pub(crate) fn spawn(
-    addrs: Vec<String>,
-    session: SessionId,
-    lease: Duration,
-    attempt: Duration,
-    local: Arc<LocalLease>,
-    stop: watch::Receiver<bool>,
-) -> std::io::Result<std::thread::JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name(format!("lock-keepalive-{session}"))
-        .spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("a current-thread runtime builds");
-            rt.block_on(run(addrs, session, lease, attempt, local, stop));
-        })
+/// The sessions a client keeps alive, shared with its KeepAlive thread.
+#[derive(Default)]
+struct Registry {
+    sessions: Mutex<BTreeMap<SessionId, Arc<LocalLease>>>,
+    /// Woken when a session is added.
+    added: Notify,
 }
 
-async fn run(
+/// What the KeepAlive thread needs to start.
+struct Start {
     addrs: Vec<String>,
-    session: SessionId,
-    mut lease: Duration,
     attempt: Duration,
-    local: Arc<LocalLease>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let interval = local.margins.interval.unwrap_or(lease / 3);
-    let grace = local.margins.grace.unwrap_or(lease);
-    let conn = match Conn::new(addrs, interval.max(Duration::from_millis(100))) {
-        Ok(c) => c.with_attempt_timeout(attempt),
-        Err(_) => return local.set(SessionState::Expired),
-    };
-    loop {
-        let sent = local.clock.now();
-        let r = conn
-            .call(Retry::Idempotent, |mut c| async move {
-                c.keep_alive(pb::SessionRef { session }).await
-            })
-            .await;
-        let pause = match r {
-            Ok(resp) => {
-                lease = Duration::from_millis(resp.lease_ms);
-                local.extend(sent, lease);
-                local.set(SessionState::Safe);
-                interval
+    margins: LeaseMargins,
+    clock: Arc<dyn Clock>,
+}
+
+/// One client's KeepAlive thread (started with its first session).
+pub(crate) struct KeepAliver {
+    registry: Arc<Registry>,
+    start: Start,
+    stop: watch::Sender<bool>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl KeepAliver {
+    /// A KeepAliver for a client of the replicas `addrs`; no thread yet.
+    pub(crate) fn new(
+        addrs: Vec<String>,
+        attempt: Duration,
+        margins: LeaseMargins,
+        clock: Arc<dyn Clock>,
+    ) -> KeepAliver {
+        KeepAliver {
+            registry: Arc::default(),
+            start: Start {
+                addrs,
+                attempt,
+                margins,
+                clock,
+            },
+            stop: watch::channel(false).0,
+            thread: Mutex::new(None),
+        }
+    }
+
+    /// Keeps `session` alive from the next round on; the first call starts the thread,
+    /// sending to `first` (the leader the session was created at) before the others.
+    pub(crate) fn add(
+        &self,
+        session: SessionId,
+        local: Arc<LocalLease>,
+        lease: Duration,
+        first: &str,
+    ) -> std::io::Result<()> {
+        let mut thread = self.thread.lock();
+        if thread.is_none() {
+            let mut addrs = vec![first.to_string()];
+            let s = &self.start;
+            addrs.extend(s.addrs.iter().filter(|a| *a != first).cloned());
+            let run = Run {
+                conn_addrs: addrs,
+                attempt: s.attempt,
+                lease,
+                margins: s.margins,
+                clock: s.clock.clone(),
+                registry: self.registry.clone(),
+            };
+            let stop = self.stop.subscribe();
+            *thread = Some(
+                std::thread::Builder::new()
+                    .name("lock-keepalive".into())
+                    .spawn(move || {
+                        let rt = tokio::runtime::Builder::new_current_thread()
+                            .enable_all()
+                            .build()
+                            .expect("a current-thread runtime builds");
+                        rt.block_on(run.run(stop));
+                    })?,
+            );
+        }
+        self.registry.sessions.lock().insert(session, local);
+        self.registry.added.notify_one();
+        Ok(())
+    }
+
+    /// Stops keeping `session` alive.
+    pub(crate) fn remove(&self, session: SessionId) {
+        self.registry.sessions.lock().remove(&session);
+    }
+}
+
+impl Drop for KeepAliver {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(t) = self.thread.lock().take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The KeepAlive thread's loop.
+struct Run {
+    conn_addrs: Vec<String>,
+    attempt: Duration,
+    lease: Duration,
+    margins: LeaseMargins,
+    clock: Arc<dyn Clock>,
+    registry: Arc<Registry>,
+}
+
+impl Run {
+    async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let interval = self.margins.interval.unwrap_or(self.lease / 3);
+        let Ok(conn) = Conn::new(
+            self.conn_addrs.clone(),
+            interval.max(Duration::from_millis(100)),
+        ) else {
+            return;
+        };
+        let conn = conn.with_attempt_timeout(self.attempt);
+        loop {
+            let sessions: Vec<(SessionId, Arc<LocalLease>)> = {
+                let r = self.registry.sessions.lock();
+                r.iter().map(|(id, l)| (*id, l.clone())).collect()
+            };
+            if sessions.is_empty() {
+                tokio::select! {
+                    _ = self.registry.added.notified() => continue,
+                    _ = stop.changed() => return,
+                }
             }
-            Err(Error::SessionExpired(_)) => {
-                local.set(SessionState::Expired);
+            let sent = self.clock.now();
+            let ids: Vec<SessionId> = sessions.iter().map(|s| s.0).collect();
+            let call = conn.call(Retry::Idempotent, |mut c| {
+                let sessions = ids.clone();
+                async move {
+                    c.keep_alive_many(pb::KeepAliveManyRequest { sessions })
+                        .await
+                }
+            });
+            let r = tokio::select! {
+                r = call => r,
+                _ = stop.changed() => return,
+            };
+            let pause = match r {
+                Ok(resp) => {
+                    self.lease = Duration::from_millis(resp.lease_ms);
+                    self.answered(&sessions, sent, &resp.expired);
+                    interval
+                }
+                Err(e) => {
+                    self.unanswered(&sessions, &e);
+                    Duration::from_millis(50)
+                }
+            };
+            if !self.pause(pause, &mut stop).await {
                 return;
             }
-            Err(e) => {
-                let now = local.clock.now();
-                let deadline = *local.deadline.lock();
-                if now >= deadline + grace {
-                    tracing::warn!(session, error = %e, "grace period over: session lost");
-                    local.set(SessionState::Expired);
-                    return;
-                }
-                if now >= deadline {
-                    local.set(SessionState::Jeopardy);
-                }
-                Duration::from_millis(50)
+        }
+    }
+
+    /// The leader extended every session of the request but `expired`.
+    fn answered(&self, sessions: &[(SessionId, Arc<LocalLease>)], sent: Instant, expired: &[u64]) {
+        let expired: HashSet<u64> = expired.iter().copied().collect();
+        for (id, local) in sessions {
+            if expired.contains(id) {
+                local.set(SessionState::Expired);
+                self.registry.sessions.lock().remove(id);
+            } else {
+                local.extend(sent, self.lease);
+                local.set(SessionState::Safe);
             }
+        }
+    }
+
+    /// No answer: jeopardy for lapsed leases, expired after the grace period.
+    fn unanswered(&self, sessions: &[(SessionId, Arc<LocalLease>)], e: &crate::error::Error) {
+        let grace = self.margins.grace.unwrap_or(self.lease);
+        let now = self.clock.now();
+        for (id, local) in sessions {
+            let deadline = *local.deadline.lock();
+            if now >= deadline + grace {
+                tracing::warn!(session = id, error = %e, "grace period over: session lost");
+                local.set(SessionState::Expired);
+                self.registry.sessions.lock().remove(id);
+            } else if now >= deadline {
+                local.set(SessionState::Jeopardy);
+            }
+        }
+    }
+
+    /// Waits `pause`, or less when a lease lapses first (jeopardy is reported when it
+    /// happens, and a KeepAlive goes out at once). False when told to stop.
+    async fn pause(&self, pause: Duration, stop: &mut watch::Receiver<bool>) -> bool {
+        let now = self.clock.now();
+        let first_lapse = {
+            let r = self.registry.sessions.lock();
+            r.values()
+                .map(|l| *l.deadline.lock())
+                .filter(|d| *d > now)
+                .min()
         };
-        // Wait for the next send, or less when the lease lapses first (jeopardy is
-        // reported when it happens, and a KeepAlive goes out at once).
-        let wake = tokio::time::Instant::now() + pause;
-        let left = local
-            .deadline
-            .lock()
-            .saturating_duration_since(local.clock.now());
-        let until = if left.is_zero() {
-            wake
-        } else {
-            wake.min(tokio::time::Instant::now() + left)
-        };
+        let mut until = tokio::time::Instant::now() + pause;
+        if let Some(d) = first_lapse {
+            until = until.min(tokio::time::Instant::now() + (d - now));
+        }
         tokio::select! {
             _ = tokio::time::sleep_until(until) => {}
-            _ = stop.changed() => return,
+            _ = stop.changed() => return false,
         }
         if *stop.borrow() {
-            return;
+            return false;
         }
-        if local.clock.now() >= *local.deadline.lock() {
-            local.set(SessionState::Jeopardy);
+        let now = self.clock.now();
+        for l in self.registry.sessions.lock().values() {
+            if now >= *l.deadline.lock() {
+                l.set(SessionState::Jeopardy);
+            }
         }
+        true
     }
 }

@@ -12,7 +12,8 @@
 //! # Ok(()) }
 //! ```
 //!
-//! A [`Session`] owns a KeepAlive thread (see [`keepalive`]) and exposes the local lease:
+//! A [`Client`] owns one KeepAlive thread for all its sessions (see [`keepalive`]); a
+//! [`Session`] exposes its local lease:
 //! [`Session::is_lease_valid`], [`Session::lease_deadline`], [`Session::lost`] and the
 //! [`SessionState`] stream. Holders of a lock must check `is_lease_valid()` *after* doing
 //! work and *before* replying, and attach their [`Sequencer`] to whatever they change.
@@ -36,7 +37,7 @@ use crate::error::{Error, Result};
 use crate::pb;
 use crate::state::{LockMode, NodeMeta, Sequencer, SessionId};
 use crate::wire::{from_status, meta_from_pb, mode_to_pb, seq_from_pb, seq_to_pb};
-use keepalive::LocalLease;
+use keepalive::{KeepAliver, LocalLease};
 
 /// How to reach the service and how careful to be with the lease.
 #[derive(Clone)]
@@ -67,11 +68,12 @@ impl ClientConfig {
     }
 }
 
-/// A connection to a lock-service group (no session).
+/// A connection to a lock-service group; its sessions share one KeepAlive thread.
 #[derive(Clone)]
 pub struct Client {
     cfg: ClientConfig,
     conn: Arc<Conn>,
+    keepalive: Arc<KeepAliver>,
 }
 
 /// A watch stream of applied events.
@@ -84,7 +86,17 @@ impl Client {
             Conn::new(cfg.addrs.clone(), cfg.request_timeout)?
                 .with_attempt_timeout(cfg.attempt_timeout),
         );
-        Ok(Client { cfg, conn })
+        let keepalive = Arc::new(KeepAliver::new(
+            cfg.addrs.clone(),
+            cfg.attempt_timeout,
+            cfg.margins,
+            cfg.clock.clone(),
+        ));
+        Ok(Client {
+            cfg,
+            conn,
+            keepalive,
+        })
     }
 
     /// The connection (for requests this type does not wrap).
@@ -92,7 +104,7 @@ impl Client {
         &self.conn
     }
 
-    /// Creates a session and starts its KeepAlive thread.
+    /// Creates a session and keeps it alive (with every other session of this client).
     pub async fn open_session(&self, client_name: &str) -> Result<Session> {
         let sent = self.cfg.clock.now();
         let name = client_name.to_string();
@@ -110,25 +122,13 @@ impl Client {
             self.cfg.clock.clone(),
             self.cfg.margins,
         ));
-        let (stop, stop_rx) = watch::channel(false);
-        let first = self.conn.leader_hint();
-        let mut addrs = vec![first.clone()];
-        addrs.extend(self.cfg.addrs.iter().filter(|a| **a != first).cloned());
-        let thread = keepalive::spawn(
-            addrs,
-            r.session,
-            lease,
-            self.cfg.attempt_timeout,
-            local.clone(),
-            stop_rx,
-        )
-        .map_err(|e| Error::Unavailable(format!("cannot start the KeepAlive thread: {e}")))?;
+        self.keepalive
+            .add(r.session, local.clone(), lease, &self.conn.leader_hint())
+            .map_err(|e| Error::Unavailable(format!("cannot start the KeepAlive thread: {e}")))?;
         Ok(Session {
             client: self.clone(),
             id: r.session,
             local,
-            stop,
-            thread: Some(thread),
         })
     }
 
@@ -292,14 +292,12 @@ impl Client {
     }
 }
 
-/// A session: a lease kept alive by a dedicated thread, and the locks and ephemeral
-/// nodes that live as long as it does.
+/// A session: a lease kept alive by its client's KeepAlive thread, and the locks and
+/// ephemeral nodes that live as long as it does.
 pub struct Session {
     client: Client,
     id: SessionId,
     local: Arc<LocalLease>,
-    stop: watch::Sender<bool>,
-    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Session {
@@ -419,8 +417,8 @@ impl Session {
     }
 
     /// Ends the session: its locks are freed at once, its ephemeral nodes deleted.
-    pub async fn close(mut self) -> Result<()> {
-        self.stop_thread();
+    pub async fn close(self) -> Result<()> {
+        self.client.keepalive.remove(self.id);
         let session = self.id;
         self.client
             .conn
@@ -430,18 +428,11 @@ impl Session {
             .await
             .map(|_| ())
     }
-
-    fn stop_thread(&mut self) {
-        let _ = self.stop.send(true);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
 }
 
 impl Drop for Session {
     fn drop(&mut self) {
         // Dropping without close() stops the KeepAlives: the session expires after its lease.
-        self.stop_thread();
+        self.client.keepalive.remove(self.id);
     }
 }

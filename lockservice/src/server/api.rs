@@ -9,11 +9,14 @@
 //!   and applies every committed entry (including an `ExpireSession` a former leader may
 //!   have committed), then the session must still be live and not already being expired;
 //!   only then is its lease extended to `received + lease` and the KeepAlive answered.
+//!   `KeepAliveMany` does the same for every session of a client with one receive time
+//!   and one barrier, and lists the sessions it did not extend.
 //! - Limits are checked before a request is copied into a command: content at most
 //!   `MAX_CONTENT`, paths at most `MAX_PATH`, whole messages at most
 //!   [`MAX_CLIENT_MESSAGE`] (tonic's decode limit, so larger ones are never allocated).
 
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,7 +28,7 @@ use tonic::{Request, Response, Status};
 use super::{voters, Inner};
 use crate::error::{Error, Result};
 use crate::pb;
-use crate::state::{validate_path, Command, Event, Reply, MAX_CONTENT, MAX_PATH};
+use crate::state::{validate_path, Command, Event, Reply, SessionId, MAX_CONTENT, MAX_PATH};
 use crate::wire::{event_path, event_to_pb, meta_to_pb, mode_from_pb, seq_from_pb, seq_to_pb};
 
 /// Largest client message: the largest file plus room for the other fields.
@@ -73,6 +76,39 @@ impl LockApi {
 
     async fn done(&self, cmd: Command) -> Result<pb::Empty> {
         self.inner.propose(cmd).await.map(|_| pb::Empty {})
+    }
+
+    /// Extends the lease of each live session of `sessions` to `received + lease`, once
+    /// the barrier (a round started after `received`) has passed; returns those that are
+    /// gone or being expired (not extended). One request for many sessions rests on the
+    /// same round as one for a single session (see the crate doc's safety argument).
+    fn keep_alive_after_barrier(
+        &self,
+        sessions: &[SessionId],
+        received: std::time::Instant,
+    ) -> Vec<SessionId> {
+        let mut expired = Vec::new();
+        let live: Vec<SessionId> = {
+            let d = self.inner.sm.data.read();
+            sessions
+                .iter()
+                .copied()
+                .filter(|s| {
+                    let ok = d.state.session(*s).is_some();
+                    if !ok {
+                        expired.push(*s);
+                    }
+                    ok
+                })
+                .collect()
+        };
+        let mut leases = self.inner.sm.leases.lock();
+        for s in live {
+            if leases.keepalive(s, received).is_err() {
+                expired.push(s);
+            }
+        }
+        expired
     }
 
     /// Tries to acquire; when busy and `wait` is non-zero, retries whenever the lock's
@@ -149,12 +185,33 @@ impl pb::lock_server::Lock for LockApi {
         let session = req.into_inner().session;
         let r = async {
             self.inner.barrier.wait().await?;
-            if self.inner.sm.data.read().state.session(session).is_none() {
+            if !self
+                .keep_alive_after_barrier(&[session], received)
+                .is_empty()
+            {
                 return Err(Error::SessionExpired(session));
             }
-            self.inner.sm.leases.lock().keepalive(session, received)?;
+            self.inner.keepalives.fetch_add(1, Ordering::Relaxed);
             Ok(pb::KeepAliveResponse {
                 lease_ms: self.inner.lease.lease.as_millis() as u64,
+            })
+        };
+        reply(r.await)
+    }
+
+    async fn keep_alive_many(
+        &self,
+        req: Request<pb::KeepAliveManyRequest>,
+    ) -> Res<pb::KeepAliveManyResponse> {
+        let received = self.inner.sm.clock.now();
+        let sessions = req.into_inner().sessions;
+        let r = async {
+            self.inner.barrier.wait().await?;
+            let expired = self.keep_alive_after_barrier(&sessions, received);
+            self.inner.keepalives.fetch_add(1, Ordering::Relaxed);
+            Ok(pb::KeepAliveManyResponse {
+                lease_ms: self.inner.lease.lease.as_millis() as u64,
+                expired,
             })
         };
         reply(r.await)
@@ -363,6 +420,7 @@ impl pb::lock_server::Lock for LockApi {
             last_applied: st.applied_index,
             members: st.members.into_iter().collect(),
             sessions: self.inner.sm.leases.lock().session_count() as u64,
+            keepalive_requests: self.inner.keepalives.load(Ordering::Relaxed),
         }))
     }
 

@@ -76,6 +76,8 @@ pub(crate) struct Inner {
     pub(crate) lease: LeaseConfig,
     /// The term in which this replica leads, once its lease table was reset for it.
     pub(crate) leading: Mutex<Option<u64>>,
+    /// KeepAlive and KeepAliveMany requests answered with a lease.
+    pub(crate) keepalives: std::sync::atomic::AtomicU64,
 }
 
 /// The client address of replica `id`, from the membership.
@@ -157,6 +159,7 @@ impl Replica {
             }),
             lease: cfg.lease,
             leading: Mutex::new(None),
+            keepalives: Default::default(),
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let server = serve(&cfg, inner.clone(), shutdown_rx.clone()).await?;
@@ -187,6 +190,14 @@ impl Replica {
     /// A handle for status pages and metrics (see [`ReplicaView`]).
     pub fn view(&self) -> ReplicaView {
         ReplicaView(self.inner.clone())
+    }
+
+    /// KeepAlive and KeepAliveMany requests this replica answered with a lease (one per
+    /// client and interval when clients batch their sessions).
+    pub fn keepalive_requests(&self) -> u64 {
+        self.inner
+            .keepalives
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Stops serving and shuts Raft down.
