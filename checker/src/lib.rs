@@ -67,8 +67,9 @@
 //!   with nondeterministic effects must encode the choice in the output.
 //! - Time must come from one clock (or a logical counter) for all clients of a history;
 //!   the checker trusts `call` and `ret` as given.
-//! - The memo keeps one bitset per visited pair: memory grows with visited pairs × ops / 8
-//!   bytes per partition.
+//! - The memo keeps a 128-bit fingerprint of the linearized set per visited pair (about
+//!   40 bytes plus the state), not the set itself; a fingerprint collision could only
+//!   cause a false "not linearizable", never a false pass (see the `search` module).
 
 #![warn(missing_docs)]
 
