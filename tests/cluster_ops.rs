@@ -109,8 +109,16 @@ fn tablet_server_from_toml(
     let (addr, http) = (free_addr().to_string(), free_addr().to_string());
     let locks: Vec<String> = lock.split(',').map(|a| format!("\"{a}\"")).collect();
     let toml = format!(
-        "# written by tests/cluster_ops.rs\nlisten = \"{addr}\"\ndata = \"{}\"\n\
-         lock = [{}]\nname = \"fromfile\"\ncheck_interval_ms = 100\nhttp = \"{http}\"\n",
+        "# written by tests/cluster_ops.rs\n\
+         data = \"{}\"\n\
+         lock = [{}]\n\
+         [tablet-server]\n\
+         listen = \"{addr}\"\n\
+         name = \"fromfile\"\n\
+         check_interval_ms = 100\n\
+         http = \"{http}\"\n\
+         [master]\n\
+         tick_ms = 100\n",
         root.display(),
         locks.join(", ")
     );
