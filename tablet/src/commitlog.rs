@@ -23,7 +23,8 @@
 //!   becomes the leader: it takes every queued record, writes them with one file append
 //!   and one fsync (without holding the lock), then publishes each record's position and
 //!   wakes the followers (LevelDB's writer queue). Records queued meanwhile form the next
-//!   batch.
+//!   batch. [`CommitLog::append_many`] queues several records under one ticket: they land
+//!   consecutively in one batch and their caller is woken once.
 //! - When the current segment has passed `segment_bytes`, the next batch first **rolls**
 //!   to a new segment (create, header, fsync, directory fsync).
 //! - [`CommitLog::delete_segments_before`] removes segments no tablet needs any more (the
@@ -241,22 +242,38 @@ impl CommitLog {
     /// durable (`sync`) or handed to the OS. Concurrent callers share one write and one
     /// fsync. After any failure of the log every call returns an error.
     pub fn append(&self, tablet: TabletId, payload: &[u8]) -> Result<LogPosition> {
-        if ENTRY_PREFIX + payload.len() > self.opts.max_record {
-            return Err(Error::InvalidArgument(format!(
-                "commit-log record of {} bytes exceeds the limit of {}",
-                ENTRY_PREFIX + payload.len(),
-                self.opts.max_record
-            )));
+        self.append_many(tablet, &[payload])
+    }
+
+    /// Appends `payloads` for `tablet` as consecutive records, in order, and returns the
+    /// position just past the last one, once all are durable (`sync`) or handed to the OS.
+    /// They are written in one batch (with whatever other callers queued), so one caller
+    /// with many records waits for one fsync and one wake-up instead of one per record.
+    /// Every record is checked against `max_record` before anything is queued.
+    pub fn append_many(&self, tablet: TabletId, payloads: &[&[u8]]) -> Result<LogPosition> {
+        if payloads.is_empty() {
+            return Err(Error::InvalidArgument("append of no records".into()));
         }
-        let record = encode_entry(tablet, payload);
+        for payload in payloads {
+            if ENTRY_PREFIX + payload.len() > self.opts.max_record {
+                return Err(Error::InvalidArgument(format!(
+                    "commit-log record of {} bytes exceeds the limit of {}",
+                    ENTRY_PREFIX + payload.len(),
+                    self.opts.max_record
+                )));
+            }
+        }
+        let records: Vec<Vec<u8>> = payloads.iter().map(|p| encode_entry(tablet, p)).collect();
         let mut g = self.shared.lock();
         if let Some(f) = &g.failed {
             return Err(f.to_error());
         }
         let ticket = g.next_ticket;
         g.next_ticket += 1;
-        g.queue.push((ticket, record));
-        g.stats.queued += 1;
+        // One ticket for all: the leader publishes each record's end under the ticket in
+        // queue order, so the last one (the end of the last record) is what stays.
+        g.stats.queued += records.len() as u64;
+        g.queue.extend(records.into_iter().map(|r| (ticket, r)));
         loop {
             if let Some(result) = g.results.remove(&ticket) {
                 return result.map_err(|f| f.to_error());

@@ -109,6 +109,7 @@ pub mod tablet;
 pub mod types;
 pub mod visibility;
 pub mod write;
+mod write_batch;
 
 /// The generated gRPC types and stubs of `proto/tablet.proto`.
 #[allow(missing_docs, clippy::all)]

@@ -687,7 +687,7 @@ fn replay(
             let last = p.seq + p.mutations.len().max(1) as u64 - 1;
             max_seq = max_seq.max(last);
             if p.seq > m.flushed_seq {
-                crate::write::apply_to_memtable(mem, p.seq, &p.row, &p.mutations);
+                crate::write::apply_to_memtable(mem, p.seq, &p.row, p.mutations);
             }
             Ok(())
         };

@@ -84,9 +84,10 @@ pub enum ReadModifyWrite {
     },
 }
 
-/// Inserts a row mutation's entries into a memtable (also used by replay).
-pub(crate) fn apply_to_memtable(mem: &Memtable, base: SeqNo, row: &[u8], muts: &[Mutation]) {
-    for (i, m) in muts.iter().enumerate() {
+/// Inserts a row mutation's entries into a memtable (also used by replay). Takes the
+/// mutations by value so a cell's value moves into the memtable uncopied.
+pub(crate) fn apply_to_memtable(mem: &Memtable, base: SeqNo, row: &[u8], muts: Vec<Mutation>) {
+    for (i, m) in muts.into_iter().enumerate() {
         let seq = base + i as u64;
         match m {
             Mutation::SetCell {
@@ -95,8 +96,8 @@ pub(crate) fn apply_to_memtable(mem: &Memtable, base: SeqNo, row: &[u8], muts: &
                 timestamp,
                 value,
             } => mem.insert(
-                key::cell(row, family.as_bytes(), qualifier, *timestamp, seq),
-                value.clone(),
+                key::cell(row, family.as_bytes(), &qualifier, timestamp, seq),
+                value,
             ),
             Mutation::DeleteCells {
                 family,
@@ -104,8 +105,8 @@ pub(crate) fn apply_to_memtable(mem: &Memtable, base: SeqNo, row: &[u8], muts: &
                 start,
                 end,
             } => mem.insert(
-                key::column_tombstone(row, family.as_bytes(), qualifier, seq),
-                key::encode_range(*start, *end),
+                key::column_tombstone(row, family.as_bytes(), &qualifier, seq),
+                key::encode_range(start, end),
             ),
             Mutation::DeleteFamily { family } => mem.insert(
                 key::family_tombstone(row, family.as_bytes(), seq),
@@ -226,8 +227,12 @@ fn decode_counter(v: &[u8]) -> Result<i64> {
 
 impl Inner {
     pub(crate) fn row_lock(&self, row: &[u8]) -> &parking_lot::Mutex<()> {
-        let h = crc32fast::hash(row) as usize;
-        &self.row_locks[h % self.row_locks.len()]
+        &self.row_locks[self.row_stripe(row)]
+    }
+
+    /// The index of `row`'s lock stripe in `row_locks`.
+    pub(crate) fn row_stripe(&self, row: &[u8]) -> usize {
+        crc32fast::hash(row) as usize % self.row_locks.len()
     }
 
     /// Fails unless the tablet takes writes. Checked again under the write gate, so once
@@ -258,25 +263,54 @@ impl Inner {
 
     /// Steps 3-4 of the write path. REQUIRES: the row's lock is held and the mutation was
     /// validated.
-    pub(crate) fn write_locked(&self, row: &[u8], mut muts: Vec<Mutation>) -> Result<()> {
+    pub(crate) fn write_locked(&self, row: &[u8], muts: Vec<Mutation>) -> Result<()> {
+        self.write_rows_locked(vec![(row, muts)])
+    }
+
+    /// Steps 3-4 for several row mutations at once: their sequence numbers are one
+    /// contiguous range (each row's consecutive), their log records go in one
+    /// [`CommitLog::append_many`](crate::commitlog::CommitLog::append_many) (one wait for
+    /// the group commit), and they become visible together. Each row stays atomic; the
+    /// rows are not atomic together (a crash can keep a prefix of the records). REQUIRES:
+    /// every row's lock is held, each mutation was validated, `rows` is not empty.
+    pub(crate) fn write_rows_locked(&self, mut rows: Vec<(&[u8], Vec<Mutation>)>) -> Result<()> {
         self.maybe_stall()?;
-        mutation::resolve_timestamps(&mut muts, self.now());
-        let n = muts.len() as u64;
+        let now = self.now();
+        let mut n = 0u64;
+        for (_, muts) in rows.iter_mut() {
+            mutation::resolve_timestamps(muts, now);
+            n += muts.len() as u64;
+        }
         let (first, result) = {
             let _gate = self.gate.read();
             let first = self.next_seq.fetch_add(n, Ordering::SeqCst);
-            let payload = encode_payload(first, row, &muts);
+            let mut base = first;
+            let payloads: Vec<Vec<u8>> = rows
+                .iter()
+                .map(|(row, muts)| {
+                    let p = encode_payload(base, row, muts);
+                    base += muts.len() as u64;
+                    p
+                })
+                .collect();
+            let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
             let appended = self.check_open().and_then(|()| {
                 self.log
-                    .append(self.id, &payload)
+                    .append_many(self.id, &refs)
                     .map_err(|e| self.fail(format!("commit log append failed: {e}")))
             });
             if appended.is_ok() {
                 let active = Arc::clone(&self.state.read().active);
-                apply_to_memtable(&active, first, row, &muts);
+                let mut base = first;
+                for (row, muts) in rows {
+                    let k = muts.len() as u64;
+                    apply_to_memtable(&active, base, row, muts);
+                    base += k;
+                }
+                let bytes: usize = payloads.iter().map(Vec::len).sum();
                 self.counters
                     .user_bytes
-                    .fetch_add(payload.len() as u64, Ordering::Relaxed);
+                    .fetch_add(bytes as u64, Ordering::Relaxed);
             }
             (first, appended)
         };

@@ -183,6 +183,53 @@ async fn blocking<T: Send + 'static>(
         .map_err(status)
 }
 
+/// Applies a `MutateRows` request's entries as one batch; one status per entry, in order.
+/// An entry outside the tablet or with bad mutations fails alone, before any write.
+fn apply_entries(
+    t: &Tablet,
+    entries: Vec<pb::mutate_rows_request::Entry>,
+) -> Vec<pb::mutate_rows_response::EntryStatus> {
+    let mut early: Vec<Option<Status>> = Vec::with_capacity(entries.len());
+    let mut batch = Vec::with_capacity(entries.len());
+    for e in entries {
+        let checked = if t.range().contains(&e.row) {
+            convert::mutations(e.mutations)
+        } else {
+            Err(wrong_range("row outside the tablet"))
+        };
+        match checked {
+            Ok(m) => {
+                early.push(None);
+                batch.push((e.row, m));
+            }
+            Err(s) => early.push(Some(s)),
+        }
+    }
+    let mut written = t.mutate_rows(batch).into_iter();
+    early
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let r = match e {
+                Some(s) => Err(s),
+                None => written
+                    .next()
+                    .expect("one result per written entry")
+                    .map_err(status),
+            };
+            let (code, message) = match r {
+                Ok(()) => (0, String::new()),
+                Err(s) => (s.code() as i32, s.message().to_string()),
+            };
+            pb::mutate_rows_response::EntryStatus {
+                index: i as u32,
+                code,
+                message,
+            }
+        })
+        .collect()
+}
+
 type RowStream = Pin<Box<dyn Stream<Item = Result<pb::ReadRowsResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -213,35 +260,11 @@ impl pb::tablet_server::Tablet for TabletService {
                 "METADATA takes only fenced MutateRow",
             ));
         }
-        // Entries are independent (no order among them, as in Bigtable): each is applied on
-        // its own blocking worker, so their commit-log appends meet in one group commit
-        // instead of waiting for one fsync each in turn.
-        let mut workers = Vec::with_capacity(req.entries.len());
-        for e in req.entries {
-            let t = Arc::clone(&loaded.tablet);
-            workers.push(tokio::task::spawn_blocking(move || {
-                if !t.range().contains(&e.row) {
-                    return Err(wrong_range("row outside the tablet"));
-                }
-                convert::mutations(e.mutations)
-                    .and_then(|m| t.mutate_row(&e.row, m).map_err(status))
-            }));
-        }
-        let mut statuses = Vec::with_capacity(workers.len());
-        for (i, w) in workers.into_iter().enumerate() {
-            let r = w
-                .await
-                .unwrap_or_else(|e| Err(Status::internal(format!("worker failed: {e}"))));
-            let (code, message) = match r {
-                Ok(()) => (0, String::new()),
-                Err(s) => (s.code() as i32, s.message().to_string()),
-            };
-            statuses.push(pb::mutate_rows_response::EntryStatus {
-                index: i as u32,
-                code,
-                message,
-            });
-        }
+        // Entries are independent (as in Bigtable). The whole request is one blocking task
+        // and one batch write (`Tablet::mutate_rows`): one commit-log append and one
+        // group-commit wait for all its rows, instead of a task and a wait per row.
+        let t = Arc::clone(&loaded.tablet);
+        let statuses = blocking(move || Ok(apply_entries(&t, req.entries))).await?;
         self.after(true)?;
         Ok(Response::new(pb::MutateRowsResponse { statuses }))
     }
