@@ -78,14 +78,13 @@ impl Record {
 
     /// True when `later` ends the fault this record started.
     pub fn ended_by(&self, later: &Record) -> bool {
-        let names = |r: &Record| r.target.split(',').map(str::to_string).collect::<Vec<_>>();
         match self.action {
             Action::Stop => later.action == Action::Cont && later.target == self.target,
             Action::Partition => later.action == Action::Heal,
             Action::ClockRate | Action::FsyncDelay => {
                 later.action == self.action && later.target == self.target && later.is_reset()
             }
-            _ => later.action == Action::Start && names(self).iter().any(|t| *t == later.target),
+            _ => later.action == Action::Start && self.target.split(',').any(|t| t == later.target),
         }
     }
 }

@@ -20,6 +20,8 @@
 //! what was wrong) and the setting keeps its previous value; the process keeps running,
 //! since it cannot answer its harness any other way.
 //!
+//! Each change is reported on stderr as `fault control FILE: clock-rate R fsync-delay-ms D`.
+//!
 //! The settings are process-global: [`Control::global`] starts one poller thread the first
 //! time it is asked, and only when the variable is set.
 
@@ -118,6 +120,8 @@ pub struct Control {
     path: PathBuf,
     fsync_delay_ms: AtomicU64,
     rate: Mutex<RateChange>,
+    /// The settings applied last (a change is reported on stderr).
+    last: Mutex<Settings>,
 }
 
 static GLOBAL: OnceLock<Option<Arc<Control>>> = OnceLock::new();
@@ -133,6 +137,7 @@ impl Control {
                 rate: 1.0,
                 at: Instant::now(),
             }),
+            last: Mutex::new(Settings::default()),
         };
         c.poll_once();
         c
@@ -173,8 +178,21 @@ impl Control {
         }
     }
 
-    /// Makes `s` the live settings.
+    /// Makes `s` the live settings; a change is reported on stderr (the process's log),
+    /// so a harness can see that its setting arrived.
     pub fn apply(&self, s: Settings) {
+        {
+            let mut last = self.last.lock();
+            if *last != s {
+                eprintln!(
+                    "fault control {}: clock-rate {} fsync-delay-ms {}",
+                    self.path.display(),
+                    s.clock_rate,
+                    s.fsync_delay_ms
+                );
+                *last = s;
+            }
+        }
         self.fsync_delay_ms
             .store(s.fsync_delay_ms, Ordering::Relaxed);
         let mut r = self.rate.lock();
