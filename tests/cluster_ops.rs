@@ -5,8 +5,9 @@
 //! scrapes `/metrics`: the tablet servers' `MutateRow` request counters and commit-log
 //! record counters sum to at least the rows written, with no `MutateRow` errors; the
 //! master counts exactly the table's 3 tablets as assigned, 2 servers alive, itself
-//! active; the replica reports a term, 3 members and the test's sessions. Then it loads
-//! each status page and finds on it what it must show: every tablet on its server's
+//! active, and the 3 tablets of a major compaction it orders (synchronous), whose flushes
+//! and compactions the tablet servers count; the replica reports a term, 3 members and
+//! the test's sessions. Then it loads each status page and finds on it what it must show: every tablet on its server's
 //! page and on the master's (with the master-lock holder), the replica's role and
 //! members.
 //!
@@ -207,9 +208,24 @@ fn cluster_ops_metrics_and_status_pages() {
     assert_eq!(metric(&m, "quarry_master_servers_alive", &[]), 2.0);
     assert_eq!(metric(&m, "quarry_master_tablets_assigned", &[]), 3.0);
     assert_eq!(metric(&m, "quarry_master_tablets_unassigned", &[]), 0.0);
-    assert!(metric(&m, "quarry_master_assignments_total", &[]) >= 3.0);
+    assert!(
+        metric(&m, "quarry_master_assignments_total", &[]) >= 4.0,
+        "METADATA + 3"
+    );
     let create = ["server=\"master\"", "rpc=\"CreateTable\""];
     assert_eq!(metric(&m, "quarry_rpc_requests_total", &create), 1.0);
+
+    // A major compaction of the table the master orders: counted by the master (one per
+    // tablet); each tablet flushes its memtable and rewrites its SSTables on its server.
+    assert_eq!(rt.block_on(c.compact_table("ops", true)).unwrap(), 3);
+    let m = scrape(&m_http);
+    assert_eq!(metric(&m, "quarry_master_compactions_total", &[]), 3.0);
+    let ts = [scrape(&tsa_http), scrape(&tsb_http)];
+    let total = |name: &str| -> f64 { ts.iter().map(|t| metric(t, name, &[])).sum() };
+    assert!(total("quarry_flushes_total") >= 3.0);
+    assert!(total("quarry_flush_bytes_total") > 0.0);
+    assert!(total("quarry_compactions_total") >= 3.0);
+    assert!(total("quarry_compaction_written_bytes_total") > 0.0);
 
     // The restarted lock replica (a follower, perhaps: its applied state may lag).
     let l = rt.block_on(wait_for(

@@ -89,6 +89,8 @@ pub async fn assign_root(inner: &Inner, a: &mut Active) -> Result<()> {
     inner.conns.load(&server.info.addr, req).await?;
     a.view.root_unassigned = false;
     tracing::info!(server = %server.info.id, epoch, "METADATA's tablet assigned");
+    let what = format!("METADATA's tablet to {} at epoch {epoch}", server.info.id);
+    inner.ops.event(EventKind::Assignment, 1, what);
     Ok(())
 }
 

@@ -218,6 +218,11 @@ impl Master for Service {
         let mut g = active(&inner).await?;
         let r = req.get_ref();
         let n = tables::compact(&inner, act(&mut g), &r.table, r.major).await?;
+        let kind = if r.major { "major" } else { "minor" };
+        let what = format!("{kind} compaction of {n} tablets of table {}", r.table);
+        inner
+            .ops
+            .event(crate::status::EventKind::Compaction, n, what);
         Ok(Response::new(pb::CompactTableResponse { tablets: n }))
     }
 

@@ -4,9 +4,9 @@
 //! `active` mutex, which a load or a split may hold for seconds. A status page must not
 //! wait on it, so the control loop *publishes* a [`Snapshot`] of the view after each tick
 //! ([`Ops::publish`]) and pages read the newest one. Beside it [`Ops`] keeps the last
-//! [`RECENT_EVENTS`] notable actions (assignments, moves, splits, garbage collection) for
-//! the page, and [`Ops::event`] also counts each kind as a Prometheus counter
-//! (`quarry_master_<kind>_total`, through the `metrics` facade).
+//! [`RECENT_EVENTS`] notable actions (assignments, moves, splits, compactions it ordered,
+//! garbage collection) for the page, and [`Ops::event`] also counts each kind as a
+//! Prometheus counter (`quarry_master_<kind>s_total`, through the `metrics` facade).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::Ordering;
@@ -32,6 +32,8 @@ pub enum EventKind {
     Split,
     /// Files deleted by a garbage-collection pass.
     GcDeletion,
+    /// Tablets compacted on an operator's request (`CompactTable`).
+    Compaction,
 }
 
 impl EventKind {
@@ -42,6 +44,7 @@ impl EventKind {
             EventKind::Move => "move",
             EventKind::Split => "split",
             EventKind::GcDeletion => "gc_deletion",
+            EventKind::Compaction => "compaction",
         }
     }
 }
@@ -119,6 +122,7 @@ impl Ops {
             EventKind::Move => metrics::counter!("quarry_master_moves_total"),
             EventKind::Split => metrics::counter!("quarry_master_splits_total"),
             EventKind::GcDeletion => metrics::counter!("quarry_master_gc_deletions_total"),
+            EventKind::Compaction => metrics::counter!("quarry_master_compactions_total"),
         };
         counter.increment(n);
         let mut ev = self.events.lock();

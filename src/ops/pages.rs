@@ -185,7 +185,7 @@ pub fn master(view: Option<&MasterView>, holder: Option<String>) -> String {
             ]
         })
         .collect();
-    b.push_str("<h2>Recent assignments, moves, splits, garbage collection</h2>");
+    b.push_str("<h2>Recent assignments, moves, splits, compactions, garbage collection</h2>");
     b.push_str(&table(&["when (UTC)", "kind", "what"], &rows));
     page("Quarry master", &b)
 }
