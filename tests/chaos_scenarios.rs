@@ -169,6 +169,20 @@ fn chaos_power_cut() {
     });
 }
 
+/// Whether a process log `DIR/logs/<prefix>*.log` has a line for which `says` holds.
+fn logs_say(dir: &Path, prefix: &str, says: impl Fn(&str) -> bool) -> bool {
+    std::fs::read_dir(dir.join("logs"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+        .any(|e| {
+            std::fs::read_to_string(e.path())
+                .unwrap_or_default()
+                .lines()
+                .any(&says)
+        })
+}
+
 #[test]
 fn chaos_clock_skew() {
     // Clock rates within the lock client's 1% drift margin while a tablet server loses its
@@ -180,6 +194,12 @@ fn chaos_clock_skew() {
         assert!(nemesis.contains("clock-rate 1\""), "no reset: {nemesis}");
         let ctl = std::fs::read_to_string(dir.join("control").join("tablet-1")).unwrap();
         assert!(ctl.contains("clock-rate 1\n"), "{ctl}");
+        // The worst-case rate reached a tablet server's process (its log says so).
+        assert!(
+            logs_say(dir, "tablet-", |l| l.contains("fault control")
+                && l.contains("clock-rate 0.996 ")),
+            "no tablet server reported the skew"
+        );
     });
 }
 
@@ -195,6 +215,11 @@ fn chaos_slow_disk() {
         assert!(nemesis.contains("fsync-delay-ms 0"), "no reset: {nemesis}");
         let report = std::fs::read_to_string(dir.join("report.md")).unwrap();
         assert!(report.contains(" FsyncDelay "), "no latency row:\n{report}");
+        assert!(
+            logs_say(dir, "", |l| l.contains("fault control")
+                && !l.ends_with("fsync-delay-ms 0")),
+            "no process reported the fsync delay"
+        );
     });
 }
 
