@@ -197,7 +197,7 @@ impl Client {
         let mut pending: Vec<usize> = (0..entries.len()).collect();
         while !pending.is_empty() {
             let groups = self
-                .group_by_tablet(table, &entries, &pending, deadline)
+                .group_by_tablet(table, |i| &entries[i].row, &pending, deadline)
                 .await?;
             let calls = groups
                 .into_values()
@@ -229,16 +229,17 @@ impl Client {
             .collect())
     }
 
-    async fn group_by_tablet(
+    /// The `pending` indexes grouped by the tablet that holds row `row_of(i)`.
+    pub(crate) async fn group_by_tablet<'a>(
         &self,
         table: &str,
-        entries: &[RowMutation],
+        row_of: impl Fn(usize) -> &'a [u8],
         pending: &[usize],
         deadline: Instant,
     ) -> Result<BTreeMap<u64, (Location, Vec<usize>)>> {
         let mut groups: BTreeMap<u64, (Location, Vec<usize>)> = BTreeMap::new();
         for &i in pending {
-            let loc = self.locate(table, &entries[i].row, deadline).await?;
+            let loc = self.locate(table, row_of(i), deadline).await?;
             groups
                 .entry(loc.tablet_id)
                 .or_insert_with(|| (loc, Vec::new()))

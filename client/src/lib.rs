@@ -43,7 +43,8 @@
 //! ## Batches
 //! [`Client::mutate_rows`] groups entries by tablet, sends one `MutateRows` per tablet
 //! concurrently, retries each failed entry by its own idempotence, and returns one result
-//! per entry.
+//! per entry. [`Client::read_rows_by_key`] reads many single rows the same way: one
+//! `ReadRows` naming all of a tablet's keys per tablet, concurrently.
 //!
 //! ## Admin
 //! Table, family, tablet, server, split, compaction and status requests go to the master
@@ -68,6 +69,7 @@ mod client;
 pub mod convert;
 mod data;
 pub mod error;
+mod multiget;
 pub mod retry;
 pub mod scan;
 

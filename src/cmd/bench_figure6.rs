@@ -16,7 +16,10 @@
 //!   SSTable blocks pinned in memory.
 //!
 //! Writes go `--batch` rows per `MutateRows` call, as a Bigtable client's bulk batcher
-//! sends them. Every write is durable before its ack (tablet servers fsync their commit log unless
+//! sends them; point reads go `--read-batch` keys per multi-get
+//! ([`Client::read_rows_by_key`]: one `ReadRows` per tablet naming its keys); both are
+//! printed in the header line, and `--batch 1 --read-batch 1` is the paper's one row per
+//! request. Every write is durable before its ack (tablet servers fsync their commit log unless
 //! started with `--no-sync`). Prints values/s per tablet server beside the paper's 1-server
 //! figure with the ratio, and the aggregate.
 
@@ -63,6 +66,11 @@ pub struct Figure6Args {
     /// only after the commit log's fsync.
     #[arg(long, default_value_t = 100)]
     pub batch: usize,
+    /// Rows per multi-get in the read benchmarks (seqread, randread, randread-mem): one
+    /// `ReadRows` per tablet naming that many keys (1: one `ReadRows` per row, the paper's
+    /// single-row reads).
+    #[arg(long, default_value_t = 100)]
+    pub read_batch: usize,
 }
 
 const VALUE: usize = 1000;
@@ -96,6 +104,7 @@ struct Run {
     client: Client,
     table: String,
     batch: usize,
+    read_batch: usize,
     rows: u64,
     ranges: u64,
     next: AtomicUsize,
@@ -131,21 +140,35 @@ impl Run {
                 self.write_range(bench, keys, &mut rng).await?;
                 continue;
             }
-            for i in keys {
-                let k = match bench {
-                    "randread" | "randread-mem" => hashed(i, self.rows),
-                    _ => i,
-                };
-                if self
-                    .client
-                    .read_row(&self.table, &row(k), &f)
-                    .await?
-                    .is_some()
-                {
-                    self.values.fetch_add(1, Ordering::Relaxed);
-                }
-            }
+            self.read_range(bench, keys, &f).await?;
         }
+    }
+
+    /// Reads one range's keys, `read_batch` rows per multi-get (one `ReadRows` per
+    /// tablet; one `read_row` each when 1).
+    async fn read_range(
+        &self,
+        bench: &str,
+        keys: std::ops::Range<u64>,
+        f: &ReadFilter,
+    ) -> Result<()> {
+        let keys: Vec<Vec<u8>> = keys
+            .map(|i| match bench {
+                "randread" | "randread-mem" => row(hashed(i, self.rows)),
+                _ => row(i),
+            })
+            .collect();
+        for chunk in keys.chunks(self.read_batch.max(1)) {
+            let found = if self.read_batch <= 1 {
+                let got = self.client.read_row(&self.table, &chunk[0], f).await?;
+                usize::from(got.is_some())
+            } else {
+                let got = self.client.read_rows_by_key(&self.table, chunk, f).await?;
+                got.iter().filter(|r| r.is_some()).count()
+            };
+            self.values.fetch_add(found as u64, Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     /// Writes one range's keys, `batch` rows per `MutateRows` (one `MutateRow` when 1).
@@ -164,7 +187,8 @@ impl Run {
                 } else {
                     i
                 };
-                let v: Vec<u8> = (0..VALUE).map(|_| rng.random()).collect();
+                let mut v = vec![0u8; VALUE];
+                rng.fill(&mut v[..]);
                 entries.push(RowMutation::new(
                     row(k),
                     vec![Mutation::set("f", b"", 0, &v)],
@@ -243,6 +267,7 @@ async fn setup(
         client: client.clone(),
         table: table.to_string(),
         batch: args.batch,
+        read_batch: args.read_batch,
         rows,
         ranges,
         next: AtomicUsize::new(0),
@@ -281,14 +306,14 @@ pub fn run(args: Figure6Args) -> Result<()> {
             bail!("unknown benchmark {b:?} (seqwrite, randwrite, seqread, randread, randread-mem, scan)");
         }
     }
-    if args.servers == 0 || args.gb_per_server <= 0.0 || args.batch == 0 {
-        bail!("--servers, --gb-per-server and --batch must be positive");
+    if args.servers == 0 || args.gb_per_server <= 0.0 || args.batch == 0 || args.read_batch == 0 {
+        bail!("--servers, --gb-per-server, --batch and --read-batch must be positive");
     }
     let rows = ((args.servers as f64 * args.gb_per_server * 1e9) / VALUE as f64) as u64;
     let ranges = 10 * args.servers;
     println!(
-        "quarry bench figure6: N={} servers, R={rows} rows ({} GB per server), {ranges} ranges, {} clients, {} rows per write batch, table {}",
-        args.servers, args.gb_per_server, args.clients, args.batch, args.table
+        "quarry bench figure6: N={} servers, R={rows} rows ({} GB per server), {ranges} ranges, {} clients, {} rows per write batch, {} rows per read batch, table {}",
+        args.servers, args.gb_per_server, args.clients, args.batch, args.read_batch, args.table
     );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -333,6 +358,7 @@ mod tests {
             client: Client::new(ClientConfig::new(vec!["127.0.0.1:1".into()])).unwrap(),
             table: "t".into(),
             batch: 100,
+            read_batch: 100,
             rows: 1003,
             ranges: 10,
             next: AtomicUsize::new(0),
