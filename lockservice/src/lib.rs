@@ -95,12 +95,17 @@
 //!
 //! ## Defaults
 //!
-//! Session lease 3 s, KeepAlive every lease/3, client drift margin 1% and safety gap
-//! 50 ms, grace period one lease, lock-delay 1 s, Raft heartbeat 50 ms, replica `k`'s
-//! election timeout drawn from `[150 + 50k, 200 + 50k)` ms (disjoint windows: openraft
+//! Session lease 3 s, KeepAlive every lease/3 (one request per client for all its
+//! sessions), client drift margin 1% and safety gap
+//! 50 ms, grace period one lease, lock-delay 1 s, Raft heartbeat 40 ms (openraft sends
+//! one per tick, every 1.5 heartbeats: 60 ms), replica `k`'s
+//! election timeout drawn from `[80 + 40k, 120 + 40k)` ms (disjoint windows: openraft
 //! 0.9 draws the timeout once per process, so equal windows could tie for ever; after it
 //! has seen a leader, openraft also waits its leader lease, the window's end, so replica
-//! 1 of 3 starts an election 400-450 ms after the last heartbeat), a
+//! 1 of 3 starts an election 280-320 ms after the last heartbeat, or 240 ms later still
+//! if it ever saw a longer log than its own), and the failure detector
+//! ([`server::elect`]) of replica `k` of 3 campaigns after `80 + 40·(4 + k)` ms without
+//! a heartbeat (280, 320 and 360 ms for replicas 1-3); a
 //! snapshot every 5000 entries keeping 1000 entries behind it, content ≤ 256 KiB, path
 //! ≤ 1024 bytes, client messages ≤ 256 KiB + 17 KiB, Raft messages ≤ 64 MiB.
 //!
@@ -177,10 +182,16 @@
 //!   latency and throughput, holder death, leader kill and freeze, many sessions' CPU);
 //!   `benches/compare_etcd.sh` runs it against both services in one run and
 //!   benches/RESULTS.md holds the figures.
-//! - Clients give each attempt of an idempotent request 300 ms (doubling per timeout)
-//!   and then try another replica, ignoring redirects to the one that timed out for a
-//!   second ([`client::Conn`]): a frozen leader would otherwise hold every request, and
-//!   KeepAlives, until the whole request timeout.
+//! - Clients hedge idempotent requests: an attempt unanswered after 300 ms stays in
+//!   flight while the next replica is asked too, and no second attempt goes to a replica
+//!   still being waited on ([`client::Conn`]): a frozen leader would otherwise hold every
+//!   request, and KeepAlives, until the whole request timeout, and abandoning the attempt
+//!   (tried) lost the answers of a leader that was only slow.
+//! - Failover timing (leader kill -9 or SIGSTOP → next successful lock, `quarry bench
+//!   lock`) rests on the failure detector, not on openraft's election timer alone: that
+//!   timer adds `2 × election_timeout_max` for as long as a replica once saw a longer log
+//!   than its own (often since the start-up election), which made failovers take 1.3-1.9 s.
+//!   The simulation (`tests/sim.rs`) builds its replicas without the detector.
 
 #![warn(missing_docs)]
 

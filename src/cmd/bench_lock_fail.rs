@@ -8,7 +8,8 @@
 //! `kill + lease − lease/3`, plus Quarry's lock-delay) and against the target
 //! (`lease + lock-delay + 200 ms`).
 //!
-//! Leader failover: before each trial every member must answer and agree on a leader; the
+//! Leader failover: before each trial every member must answer, agree on a leader and hold
+//! the same log (a member restarted by the previous trial has caught up); the
 //! driver signals the leader's pid (`--pid-dir`) and measures until a lock in its already
 //! open session succeeds. A killed member is restarted from `/proc/<pid>/cmdline` and
 //! `/proc/<pid>/cwd` read before the kill (its output goes to `<pid-dir>/<i>.log` and its
@@ -69,7 +70,10 @@ async fn settled(svc: &Service, addrs: &[String]) -> anyhow::Result<usize> {
     }
 }
 
+/// Every member answers, knows a leader and holds the same log (a member restarted by
+/// the previous trial has caught up: a trial measures the failover of a whole group).
 async fn quarry_all_answer(addrs: &[String]) -> bool {
+    let mut logs = Vec::new();
     for addr in addrs {
         let mut cfg = ClientConfig::new(vec![addr.clone()]);
         cfg.request_timeout = Duration::from_millis(300);
@@ -77,11 +81,11 @@ async fn quarry_all_answer(addrs: &[String]) -> bool {
             return false;
         };
         match c.status().await {
-            Ok(st) if st.current_leader != 0 => {}
+            Ok(st) if st.current_leader != 0 => logs.push((st.term, st.last_log_index)),
             _ => return false,
         }
     }
-    true
+    logs.windows(2).all(|w| w[0] == w[1])
 }
 
 /// The holder-death child: take `path`'s lock, say so, hold it until killed.

@@ -53,15 +53,15 @@ pub struct LockServerArgs {
     #[arg(long, default_value_t = 1000)]
     lock_delay_ms: u64,
     /// Raft heartbeat interval, milliseconds.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 40)]
     heartbeat_ms: u64,
     /// Start of the election-timeout windows, milliseconds (replica k waits in
     /// [base + k*width, base + (k+1)*width); openraft adds its leader lease, the window's
     /// end, after a leader was seen).
-    #[arg(long, default_value_t = 150)]
+    #[arg(long, default_value_t = 80)]
     election_base_ms: u64,
     /// Width of each replica's election-timeout window, milliseconds.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 40)]
     election_width_ms: u64,
     /// Take a snapshot every this many log entries.
     #[arg(long, default_value_t = 5000)]

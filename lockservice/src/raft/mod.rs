@@ -61,9 +61,9 @@ pub struct RaftTiming {
 impl Default for RaftTiming {
     fn default() -> Self {
         RaftTiming {
-            heartbeat: Duration::from_millis(50),
-            election_base: Duration::from_millis(150),
-            election_width: Duration::from_millis(50),
+            heartbeat: Duration::from_millis(40),
+            election_base: Duration::from_millis(80),
+            election_width: Duration::from_millis(40),
         }
     }
 }

@@ -13,6 +13,7 @@
 //! differs from its own or is missing: a misconfigured replica can neither vote, nor be
 //! elected, nor receive entries, and both sides log the mismatch.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{
@@ -170,11 +171,49 @@ impl RaftNetwork<TypeConfig> for Network {
     }
 }
 
+/// When this replica last accepted an AppendEntries (a leader's heartbeat or entries):
+/// the failure detector's input (see `server::elect`).
+pub struct Heard {
+    epoch: std::time::Instant,
+    /// Milliseconds after `epoch` plus one; 0 = never.
+    last: std::sync::atomic::AtomicU64,
+}
+
+impl Default for Heard {
+    fn default() -> Self {
+        Heard {
+            epoch: std::time::Instant::now(),
+            last: 0.into(),
+        }
+    }
+}
+
+impl Heard {
+    /// Notes contact with a leader now.
+    pub fn touch(&self) {
+        let ms = self.epoch.elapsed().as_millis() as u64 + 1;
+        self.last.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Time since the last contact with a leader; `None` if there was none yet.
+    pub fn since(&self) -> Option<Duration> {
+        match self.last.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => None,
+            ms => Some(
+                self.epoch
+                    .elapsed()
+                    .saturating_sub(Duration::from_millis(ms - 1)),
+            ),
+        }
+    }
+}
+
 /// The server side of the `Raft` gRPC service: hands requests to the local Raft node.
 pub struct RaftService {
     raft: Raft,
     lease_tag: Option<String>,
     warned: std::sync::atomic::AtomicBool,
+    heard: Option<Arc<Heard>>,
 }
 
 impl RaftService {
@@ -184,7 +223,15 @@ impl RaftService {
             raft,
             lease_tag: None,
             warned: false.into(),
+            heard: None,
         }
+    }
+
+    /// Notes in `heard` every AppendEntries accepted from a leader of this replica's term
+    /// or a newer one.
+    pub fn with_heard(mut self, heard: Arc<Heard>) -> RaftService {
+        self.heard = Some(heard);
+        self
     }
 
     /// Refuses requests whose [`LEASE_HEADER`] is not `tag`.
@@ -233,6 +280,11 @@ impl pb::raft_server::Raft for RaftService {
         let rpc: AppendEntriesRequest<TypeConfig> =
             decode(&req.into_inner().data, "append entries").map_err(bad_request)?;
         let result = self.raft.append_entries(rpc).await;
+        if let (Some(h), Ok(r)) = (&self.heard, &result) {
+            if !matches!(r, AppendEntriesResponse::HigherVote(_)) {
+                h.touch();
+            }
+        }
         Ok(tonic::Response::new(pb::RaftMessage {
             data: encode(&result),
         }))

@@ -8,10 +8,13 @@
 //!   of a new term it calls [`LeaseTable::become_leader`] (every session and lock-delay
 //!   starts afresh) before it marks itself `leading`;
 //! - the *lease timer*, while `leading`, proposes `ExpireSession` and `EndLockDelay` as they
-//!   fall due by this replica's clock.
+//!   fall due by this replica's clock;
+//! - the *failure detector* ([`elect`]) starts an election when a follower has not heard
+//!   from a leader for its detector timeout.
 
 mod api;
 mod barrier;
+pub mod elect;
 mod status;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -30,7 +33,7 @@ use crate::error::{Error, Result};
 use crate::lease::{LeaseConfig, LeaseTable};
 use crate::pb;
 use crate::raft::log_store::LogStore;
-use crate::raft::network::{lease_tag, NetworkFactory, RaftService, MAX_RAFT_MESSAGE};
+use crate::raft::network::{lease_tag, Heard, NetworkFactory, RaftService, MAX_RAFT_MESSAGE};
 use crate::raft::sm_store::{Shared, StateMachineStore};
 use crate::raft::{raft_config, Compaction, NodeId, Raft, RaftTiming};
 use crate::state::{Applied, Command, Reply};
@@ -162,7 +165,14 @@ impl Replica {
             keepalives: Default::default(),
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let server = serve(&cfg, inner.clone(), shutdown_rx.clone()).await?;
+        let heard = Arc::new(Heard::default());
+        let server = serve(&cfg, inner.clone(), heard.clone(), shutdown_rx.clone()).await?;
+        tokio::spawn(elect::detector(
+            inner.clone(),
+            heard,
+            cfg.timing,
+            shutdown_rx.clone(),
+        ));
         tokio::spawn(watch_leadership(inner.clone(), shutdown_rx.clone()));
         tokio::spawn(lease_timer(inner.clone(), shutdown_rx));
         if cfg.bootstrap && !raft.is_initialized().await.unwrap_or(true) {
@@ -211,6 +221,7 @@ impl Replica {
 async fn serve(
     cfg: &ReplicaConfig,
     inner: Arc<Inner>,
+    heard: Arc<Heard>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(cfg.listen)
@@ -218,10 +229,13 @@ async fn serve(
         .map_err(|e| Error::Unavailable(format!("cannot listen on {}: {e}", cfg.listen)))?;
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let tag = lease_tag(inner.lease.lease, inner.lease.lock_delay);
-    let raft_svc =
-        pb::raft_server::RaftServer::new(RaftService::new(inner.raft.clone()).with_lease_tag(tag))
-            .max_decoding_message_size(MAX_RAFT_MESSAGE)
-            .max_encoding_message_size(MAX_RAFT_MESSAGE);
+    let raft_svc = pb::raft_server::RaftServer::new(
+        RaftService::new(inner.raft.clone())
+            .with_lease_tag(tag)
+            .with_heard(heard),
+    )
+    .max_decoding_message_size(MAX_RAFT_MESSAGE)
+    .max_encoding_message_size(MAX_RAFT_MESSAGE);
     let lock_svc = pb::lock_server::LockServer::new(LockApi::new(inner))
         .max_decoding_message_size(MAX_CLIENT_MESSAGE)
         .max_encoding_message_size(MAX_CLIENT_MESSAGE);
