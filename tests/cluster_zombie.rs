@@ -142,3 +142,166 @@ fn cluster_zombie_tablet_server_never_serves_stale_data() {
     let bad = overlaps(&intervals, &BTreeMap::new());
     assert!(bad.is_empty(), "overlapping ownership: {bad:#?}");
 }
+
+/// Whether the process `pid` is stopped (state `T` in /proc/PID/stat).
+fn stopped(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let after_name = s.rsplit_once(") ")?.1.to_string();
+            after_name.chars().next()
+        })
+        == Some('T')
+}
+
+/// Every value of row `r` (all versions), newest first.
+async fn versions(c: &Client, row: &str) -> Vec<Vec<u8>> {
+    let r = c
+        .read_row("z", row.as_bytes(), &ReadFilter::default())
+        .await
+        .unwrap_or_else(|e| panic!("read of {row} failed: {e}"));
+    r.map(|r| r.cells.into_iter().map(|c| c.value).collect())
+        .unwrap_or_default()
+}
+
+/// T2 with a request in flight (RELIABILITY.md): the tablet server stops itself (pause
+/// point `mutate-after-lease-check`) inside a `MutateRow` that has passed the lease check
+/// but not yet appended to the commit log. While it is stopped the tablet moves and a
+/// newer write is acknowledged by the new owner; then it continues. Pass: the in-flight
+/// write is not acknowledged (the lease check after the work refuses it), it never
+/// becomes visible (though its timestamp is the newest), not even after the new owner is
+/// killed and a third server recovers the tablet from the logs, and no two servers ever
+/// served the tablet at once.
+#[test]
+fn cluster_zombie_write_in_flight_across_a_pause_is_never_acknowledged() {
+    let (lock, root, lock_addrs, rt) = lock_and_root("cluster-zombie-inflight");
+    let dir = lock.dir.0.clone();
+    let point = [("QUARRY_CRASHPOINT", "mutate-after-lease-check")];
+    let (tsa, tsa_addr) = tablet_server_env(&dir, &root, &lock_addrs, "tsa", &[], &point);
+    let (_m, m_addr) = master(&dir, &root, &lock_addrs, "master");
+    let mut cfg = ClientConfig::new(lock.addr_list());
+    cfg.operation_timeout = start_bound();
+    cfg.attempt_timeout = LEASE;
+    let c = Client::new(cfg).unwrap();
+    rt.block_on(wait_for(
+        "the master active and seeing tsa",
+        start_bound(),
+        || {
+            let m_addr = m_addr.clone();
+            async move { status_of(&m_addr).await.filter(|s| s.servers.len() == 1) }
+        },
+    ));
+    let servers = |n: usize| {
+        let c = &c;
+        move || async move { c.list_servers().await.ok().filter(|s| s.len() == n) }
+    };
+    rt.block_on(wait_for("tsa registered", start_bound(), servers(1)));
+    let cf = ColumnFamily {
+        name: "cf".into(),
+        gc_policy: "maxversions=5".into(),
+        locality_group: String::new(),
+    };
+    rt.block_on(c.create_table("z", vec![cf], vec![])).unwrap();
+    let on = |prefix: &'static str| {
+        let c = &c;
+        move || async move {
+            let t = c.list_tablets(Some("z")).await.ok()?;
+            t.into_iter()
+                .find(|t| t.server_id.starts_with(prefix))
+                .map(|t| t.tablet_id)
+        }
+    };
+    let tablet_id = rt.block_on(wait_for(
+        "the tablet served by tsa",
+        start_bound(),
+        on("tsa-"),
+    ));
+    let (_tsb, _) = tablet_server(&dir, &root, &lock_addrs, "tsb", &[]);
+    rt.block_on(wait_for("tsb registered", start_bound(), servers(2)));
+
+    // The in-flight write, straight to tsa (no client retry), with the newest timestamp.
+    let inflight = std::thread::spawn(move || {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async move {
+            let mut t = TabletClient::connect(format!("http://{tsa_addr}")).await?;
+            let req = tablet::pb::MutateRowRequest {
+                tablet: Some(tablet::pb::TabletRef {
+                    table: "z".into(),
+                    tablet_id,
+                }),
+                row: b"r".to_vec(),
+                mutations: client::convert::mutations_to_pb(&[Mutation::set(
+                    "cf",
+                    b"q",
+                    3_000,
+                    b"in-flight",
+                )]),
+                sequencer: None,
+            };
+            t.mutate_row(req).await.map(|_| ()).map_err(|e| e.into())
+        })
+    });
+    let pid = tsa.0.id();
+    rt.block_on(wait_for(
+        "tsa stopped at the pause point",
+        start_bound(),
+        || async move { stopped(pid).then_some(()) },
+    ));
+    rt.block_on(wait_for(
+        "the tablet moved to tsb",
+        start_bound(),
+        on("tsb-"),
+    ));
+    rt.block_on(c.mutate_row(
+        "z",
+        b"r",
+        vec![Mutation::set("cf", b"q", 2_000, b"after-move")],
+    ))
+    .expect("the new owner acknowledges a write");
+    signal(&tsa.0, "CONT").unwrap();
+
+    let answer: Result<(), Box<dyn std::error::Error + Send + Sync>> =
+        inflight.join().expect("the in-flight request's thread");
+    eprintln!("in-flight write answered: {answer:?}");
+    assert!(
+        answer.is_err(),
+        "a write that was paused past the lease was acknowledged"
+    );
+    let want = vec![b"after-move".to_vec()];
+    assert_eq!(
+        rt.block_on(versions(&c, "r")),
+        want,
+        "after the zombie woke"
+    );
+
+    // The zombie exits; then the new owner dies and a third server recovers the tablet.
+    let mut tsa = tsa;
+    let deadline = Instant::now() + LEASE * 4;
+    while tsa.0.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the zombie did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut tsb = _tsb;
+    let tsb_killed = tablet::server::ownership::mono_ns();
+    tsb.0.kill().unwrap();
+    let (_tsc, _) = tablet_server(&dir, &root, &lock_addrs, "tsc", &[]);
+    rt.block_on(wait_for(
+        "the tablet recovered by tsc",
+        start_bound(),
+        on("tsc-"),
+    ));
+    assert_eq!(
+        rt.block_on(versions(&c, "r")),
+        want,
+        "after recovery by tsc"
+    );
+
+    let intervals = ownership_intervals(&root);
+    let tsb_id = intervals
+        .iter()
+        .find(|i| i.server.starts_with("tsb-"))
+        .map(|i| i.server.clone())
+        .expect("tsb served");
+    let bad = overlaps(&intervals, &BTreeMap::from([(tsb_id, tsb_killed)]));
+    assert!(bad.is_empty(), "overlapping ownership: {bad:#?}");
+}

@@ -49,28 +49,20 @@ impl MetaAccess<'_> {
             rows_limit: 0,
         };
         let what = format!("ReadRows(METADATA) on {}", self.addr);
-        let deadline = self.conns.load_timeout;
-        let scan = async {
-            let mut stream = c
-                .read_rows(req)
-                .await
-                .map_err(|s| from_tablet_status(&what, s))?
-                .into_inner();
-            let mut out = Vec::new();
-            while let Some(msg) = stream
-                .message()
-                .await
-                .map_err(|s| from_tablet_status(&what, s))?
-            {
-                for row in msg.rows {
-                    out.push(parse_row(&row)?);
-                }
+        // Each step of the stream (the call, then every message) must answer within the
+        // RPC timeout: a stopped server holding METADATA keeps its connections open, and
+        // one deadline for the whole scan (the long load timeout) stalled the master's
+        // loop, failure detection included, for a minute (tests/cluster_zombie.rs).
+        let deadline = self.conns.rpc_timeout;
+        let call = c.read_rows(req);
+        let mut stream = step(deadline, &what, call).await?.into_inner();
+        let mut out = Vec::new();
+        while let Some(msg) = step(deadline, &what, stream.message()).await? {
+            for row in msg.rows {
+                out.push(parse_row(&row)?);
             }
-            Ok(out)
-        };
-        tokio::time::timeout(deadline, scan)
-            .await
-            .map_err(|_| Error::Unavailable(format!("{what}: no answer within {deadline:?}")))?
+        }
+        Ok(out)
     }
 
     /// Every record of METADATA (all tables).
@@ -210,4 +202,16 @@ pub fn fence(seq: &lockservice::state::Sequencer) -> tpb::Sequencer {
         },
         generation: seq.generation,
     }
+}
+
+/// One step of a METADATA stream, within `deadline`.
+async fn step<T>(
+    deadline: std::time::Duration,
+    what: &str,
+    f: impl std::future::Future<Output = std::result::Result<T, tonic::Status>>,
+) -> Result<T> {
+    tokio::time::timeout(deadline, f)
+        .await
+        .map_err(|_| Error::Unavailable(format!("{what}: no answer within {deadline:?}")))?
+        .map_err(|s| from_tablet_status(what, s))
 }

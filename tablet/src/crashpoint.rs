@@ -30,6 +30,15 @@
 //! The same variable can instead name a best-effort message to drop ([`lost`]), to test
 //! the repair that covers its loss: `split-notify-lost` (the tablet server's `SplitDone`
 //! to the master; the master's periodic scan must find the split anyway).
+//!
+//! Or it can name a **pause point** ([`pause`]): the first time the process reaches it,
+//! it stops itself with `SIGSTOP` (once per process; the test sends `SIGCONT`). This puts
+//! a pause exactly where an external `kill -STOP` can only land by luck:
+//! - `mutate-after-lease-check`: a `MutateRow` to a user table (METADATA's writes pass
+//!   through) passed the lease check and is about to
+//!   append to the commit log (RELIABILITY.md T2 "including requests in flight": the
+//!   write must not be acknowledged after the lease ran out, and must never become
+//!   visible once the tablet has moved).
 
 use std::sync::OnceLock;
 
@@ -66,6 +75,25 @@ pub fn lost(name: &str) -> bool {
     armed() == Some(name)
 }
 
+/// Points where [`pause`] stops the process.
+pub const PAUSES: &[&str] = &["mutate-after-lease-check"];
+
+/// Stops the process with `SIGSTOP` the first time it reaches `name`, if it was started
+/// with [`ENV`] equal to `name`; it goes on from here when sent `SIGCONT`.
+pub fn pause(name: &str) {
+    debug_assert!(PAUSES.contains(&name), "unknown pause point {name}");
+    static DONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if armed() == Some(name) && !DONE.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        tracing::warn!(point = name, "pause point reached: stopping");
+        eprintln!("quarry: pause point {name} reached: stopping");
+        // SAFETY: raise only sends a signal to this process; SIGSTOP cannot be caught.
+        unsafe {
+            libc::raise(libc::SIGSTOP);
+        }
+        eprintln!("quarry: pause point {name}: continued");
+    }
+}
+
 /// Aborts the process if it was started with [`ENV`] equal to `name`.
 pub fn hit(name: &str) {
     debug_assert!(POINTS.contains(&name), "unknown crash point {name}");
@@ -92,9 +120,10 @@ mod tests {
 
     #[test]
     fn point_names_are_unique() {
-        let mut v = POINTS.to_vec();
+        let mut v = [POINTS, LOSSES, PAUSES].concat();
+        let n = v.len();
         v.sort();
         v.dedup();
-        assert_eq!(v.len(), POINTS.len());
+        assert_eq!(v.len(), n);
     }
 }

@@ -244,6 +244,9 @@ impl pb::tablet_server::Tablet for TabletService {
         self.check_metadata_write(&loaded, &req.sequencer).await?;
         let muts = convert::mutations(req.mutations)?;
         let t = Arc::clone(&loaded.tablet);
+        if loaded.desc.table_id != METADATA_TABLE_ID {
+            crate::crashpoint::pause("mutate-after-lease-check");
+        }
         blocking(move || t.mutate_row(&req.row, muts)).await?;
         self.after(true)?;
         Ok(Response::new(pb::MutateRowResponse {}))
