@@ -4,8 +4,8 @@
 //! [`checker::Register`] per key: `ok` completions carry their answer, `info` and
 //! never-completed ones are unknown (they may take effect at any point after their call,
 //! or never), `fail` ones are left out (they had no effect and observed nothing). The
-//! search is bounded ([`step_budget`]); running out is reported as a violation ("could not
-//! decide"), never as a pass.
+//! search is bounded (`step_budget`: [`STEPS_PER_OP`] per operation on the busiest
+//! key); running out is reported as a violation ("could not decide"), never as a pass.
 //!
 //! **Unobserved values.** A value that no read returned and no compare-and-set expected
 //! is written as one common value, [`UNOBSERVED`]. This changes no verdict: every
