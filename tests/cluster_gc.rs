@@ -16,7 +16,7 @@ mod cluster_support;
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use client::{Client, ClientConfig, ColumnFamily, Mutation, ReadFilter, RowMutation};
+use client::{Client, Mutation, ReadFilter, RowMutation};
 use cluster_support::*;
 
 const ROWS: u32 = 1500;
@@ -162,14 +162,8 @@ fn cluster_gc_deletes_obsolete_files_and_everything_still_reads_and_reopens() {
             .await
             .filter(|s| s.servers.len() == 2 && s.unassigned == 0)
     }));
-    let mut cfg = ClientConfig::new(lock.addr_list());
-    cfg.operation_timeout = start_bound();
-    let c = Client::new(cfg).unwrap();
-    let family = ColumnFamily {
-        name: "cf".into(),
-        gc_policy: "maxversions=1".into(),
-        locality_group: String::new(),
-    };
+    let c = test_client(&lock, None);
+    let family = family("maxversions=1");
     rt.block_on(c.create_table("t", vec![family], vec![]))
         .unwrap();
 

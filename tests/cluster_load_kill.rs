@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use client::{Client, ClientConfig, ColumnFamily, Mutation, ReadFilter, RowRange};
+use client::{Client, ClientConfig, Mutation, ReadFilter, RowRange};
 use cluster_support::*;
 
 /// How long replaying the dead server's commit log may take on a loaded machine.
@@ -81,14 +81,8 @@ fn cluster_load_kill_tablet_server_loses_no_acknowledged_write() {
             .await
             .filter(|s| s.servers.len() == 3 && s.unassigned == 0)
     }));
-    let mut cfg = ClientConfig::new(lock.addr_list());
-    cfg.operation_timeout = start_bound();
-    let c = Client::new(cfg).unwrap();
-    let cf = ColumnFamily {
-        name: "cf".into(),
-        gc_policy: "maxversions=1".into(),
-        locality_group: String::new(),
-    };
+    let c = test_client(&lock, None);
+    let cf = family("maxversions=1");
     let keys: Vec<Vec<u8>> = (1..30).map(|i| row(i * ROWS / 30).into_bytes()).collect();
     let created = rt.block_on(c.create_table(TABLE, vec![cf], keys)).unwrap();
     assert_eq!(created.tablets.len(), 30);

@@ -10,7 +10,7 @@ mod cluster_support;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use client::{Client, ClientConfig, ColumnFamily, Mutation, ReadFilter};
+use client::{Client, Mutation, ReadFilter};
 use cluster_support::*;
 use tablet::pb::tablet_client::TabletClient;
 
@@ -40,21 +40,14 @@ fn cluster_zombie_tablet_server_never_serves_stale_data() {
         );
     }
     let (_m, _) = master(&dir, &root, &lock_addrs, "master");
-    let mut cfg = ClientConfig::new(lock.addr_list());
-    cfg.operation_timeout = start_bound();
     // A stopped server keeps its connections open: give up on an attempt after a lease.
-    cfg.attempt_timeout = LEASE;
-    let c = Client::new(cfg).unwrap();
+    let c = test_client(&lock, Some(LEASE));
     rt.block_on(wait_for(
         "two servers registered",
         start_bound(),
         || async { c.list_servers().await.ok().filter(|s| s.len() == 2) },
     ));
-    let cf = ColumnFamily {
-        name: "cf".into(),
-        gc_policy: "maxversions=1".into(),
-        locality_group: String::new(),
-    };
+    let cf = family("maxversions=1");
     rt.block_on(c.create_table("z", vec![cf], vec![])).unwrap();
     let rows: Vec<String> = (0..20).map(|i| format!("row{i:02}")).collect();
     let mut acked: BTreeMap<String, Vec<u8>> = BTreeMap::new();
@@ -179,10 +172,7 @@ fn cluster_zombie_write_in_flight_across_a_pause_is_never_acknowledged() {
     let point = [("QUARRY_CRASHPOINT", "mutate-after-lease-check")];
     let (tsa, tsa_addr) = tablet_server_env(&dir, &root, &lock_addrs, "tsa", &[], &point);
     let (_m, m_addr) = master(&dir, &root, &lock_addrs, "master");
-    let mut cfg = ClientConfig::new(lock.addr_list());
-    cfg.operation_timeout = start_bound();
-    cfg.attempt_timeout = LEASE;
-    let c = Client::new(cfg).unwrap();
+    let c = test_client(&lock, Some(LEASE));
     rt.block_on(wait_for(
         "the master active and seeing tsa",
         start_bound(),
@@ -196,11 +186,7 @@ fn cluster_zombie_write_in_flight_across_a_pause_is_never_acknowledged() {
         move || async move { c.list_servers().await.ok().filter(|s| s.len() == n) }
     };
     rt.block_on(wait_for("tsa registered", start_bound(), servers(1)));
-    let cf = ColumnFamily {
-        name: "cf".into(),
-        gc_policy: "maxversions=5".into(),
-        locality_group: String::new(),
-    };
+    let cf = family("maxversions=5");
     rt.block_on(c.create_table("z", vec![cf], vec![])).unwrap();
     let on = |prefix: &'static str| {
         let c = &c;

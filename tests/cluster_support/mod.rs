@@ -167,3 +167,24 @@ pub use chaos::ownership::{overlaps, Interval};
 pub fn ownership_intervals(root: &Path) -> Vec<Interval> {
     chaos::ownership::intervals(root).expect("reading the ownership logs")
 }
+
+/// A client of the cluster behind `lock` whose operations may take a cold start; with
+/// `attempt_timeout`, it gives up on one attempt after that long (a stopped server keeps
+/// its connections open).
+pub fn test_client(lock: &Cluster, attempt_timeout: Option<Duration>) -> client::Client {
+    let mut cfg = client::ClientConfig::new(lock.addr_list());
+    cfg.operation_timeout = start_bound();
+    if let Some(t) = attempt_timeout {
+        cfg.attempt_timeout = t;
+    }
+    client::Client::new(cfg).unwrap()
+}
+
+/// Column family `cf` with `gc_policy`, in the default locality group.
+pub fn family(gc_policy: &str) -> client::ColumnFamily {
+    client::ColumnFamily {
+        name: "cf".into(),
+        gc_policy: gc_policy.into(),
+        locality_group: String::new(),
+    }
+}
