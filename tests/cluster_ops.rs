@@ -20,7 +20,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use client::{Client, ClientConfig, ColumnFamily, Mutation};
+use client::Mutation;
 use cluster_support::lock_support::{ELECTION_BASE, ELECTION_WIDTH, HEARTBEAT};
 use cluster_support::*;
 
@@ -165,14 +165,8 @@ fn cluster_ops_metrics_and_status_pages() {
         },
     ));
 
-    let mut cfg = ClientConfig::new(lock.addr_list());
-    cfg.operation_timeout = start_bound();
-    let c = Client::new(cfg).unwrap();
-    let family = ColumnFamily {
-        name: "cf".into(),
-        gc_policy: "maxversions=1".into(),
-        locality_group: String::new(),
-    };
+    let c = test_client(&lock, None);
+    let family = family("maxversions=1");
     let created = rt
         .block_on(c.create_table("ops", vec![family], vec![b"g".to_vec(), b"p".to_vec()]))
         .unwrap();
@@ -202,8 +196,17 @@ fn cluster_ops_metrics_and_status_pages() {
     // 3 user tablets and METADATA's.
     assert_eq!(sum("quarry_tablets_served", &[]), 4.0);
 
-    // The master.
-    let m = scrape(&m_http);
+    // The master. Its figures come from the view it publishes after each tick, which can
+    // trail the assignments the writes above already used: poll until it has caught up.
+    let deadline = std::time::Instant::now() + start_bound();
+    let m = loop {
+        let m = scrape(&m_http);
+        let assigned = metric(&m, "quarry_master_tablets_assigned", &[]);
+        if assigned == 3.0 || std::time::Instant::now() > deadline {
+            break m;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     assert_eq!(metric(&m, "quarry_master_active", &[]), 1.0, "{m}");
     assert_eq!(metric(&m, "quarry_master_servers_alive", &[]), 2.0);
     assert_eq!(metric(&m, "quarry_master_tablets_assigned", &[]), 3.0);
