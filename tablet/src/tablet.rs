@@ -511,6 +511,10 @@ impl Inner {
         if f.is_none() {
             *f = Some(why.clone());
         }
+        drop(f);
+        // Under `work`, like every flush announcement, so a stalled writer between its
+        // check and its wait still hears it (see `maybe_stall`).
+        let _w = self.work.lock();
         self.flushed_cv.notify_all();
         Error::Failed(why)
     }

@@ -339,9 +339,17 @@ impl Inner {
     }
 
     /// Waits (bounded) while the memtable is full and too many frozen ones wait for flush.
+    ///
+    /// The condition is read with the `work` lock held, and the flusher announces each flush
+    /// ([`Inner::notify_flushed`]) under that lock after removing the frozen memtable, so a
+    /// flush that completes between the check and the wait cannot be missed. (Checking
+    /// before taking the lock lost that wake-up: the flusher emptied the frozen list, the
+    /// writer slept, and every other writer queued behind its row locks, so nothing woke
+    /// it until the stall timeout.)
     fn maybe_stall(&self) -> Result<()> {
         let deadline = Instant::now() + self.opts.stall_timeout;
         let mut stalled = false;
+        let mut work = self.work.lock();
         loop {
             self.check_failed()?;
             let (full, frozen) = {
@@ -358,8 +366,9 @@ impl Inner {
                 stalled = true;
                 self.counters.stalls.fetch_add(1, Ordering::Relaxed);
             }
-            self.wake_background();
-            let mut work = self.work.lock();
+            // The flusher has work (the frozen list is not empty); wake it in case it is
+            // asleep. `work` is held, as `wake_background` would take it.
+            self.work_cv.notify_all();
             if self.flushed_cv.wait_until(&mut work, deadline).timed_out() {
                 return Err(Error::Unavailable(format!(
                     "writes to tablet {} stalled for {:?} waiting for flushes",

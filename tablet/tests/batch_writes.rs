@@ -164,9 +164,13 @@ fn concurrent_batches_and_single_row_writes_on_shared_stripes_all_finish() {
                         )
                     })
                     .collect();
-                assert!(t.mutate_rows(entries).iter().all(|r| r.is_ok()));
+                if let Some(e) = t.mutate_rows(entries).into_iter().find_map(Result::err) {
+                    done.send(Err(format!("batch writer {w}, round {round}: {e}")))
+                        .unwrap();
+                    return;
+                }
             }
-            done.send(()).unwrap();
+            done.send(Ok(())).unwrap();
         }));
     }
     for w in 0..2u32 {
@@ -174,16 +178,23 @@ fn concurrent_batches_and_single_row_writes_on_shared_stripes_all_finish() {
         threads.push(std::thread::spawn(move || {
             for i in 0..400u32 {
                 let row = format!("k{:03}", (i * 7 + w) % 300);
-                t.mutate_row(row.as_bytes(), set(b"single")).unwrap();
+                if let Err(e) = t.mutate_row(row.as_bytes(), set(b"single")) {
+                    done.send(Err(format!("single-row writer {w}, write {i}: {e}")))
+                        .unwrap();
+                    return;
+                }
             }
-            done.send(()).unwrap();
+            done.send(Ok(())).unwrap();
         }));
     }
     // A deadlock would leave a writer stuck forever: fail instead of hanging the run.
     for _ in 0..threads.len() {
-        done_rx
+        let outcome = done_rx
             .recv_timeout(Duration::from_secs(120))
             .expect("a writer did not finish: batch writers deadlocked on row-lock stripes");
+        if let Err(e) = outcome {
+            panic!("{e}");
+        }
     }
     for th in threads {
         th.join().unwrap();
