@@ -21,6 +21,11 @@
 //!   Paths resolve through the overlay: [`Fs::list_dir`], [`Fs::exists`] and
 //!   [`Fs::open`] see the process's own changes at once.
 //! - **Truncate** is durable at once, as in `RealFs`.
+//! - **Inode numbers are reused.** Buffered bytes are keyed by inode, and the kernel gives
+//!   a freed inode's number to the next new file; so the state of an inode is dropped the
+//!   moment its last name goes (a remove, a synced rename over it, `remove_dir_all`), and a
+//!   newly created file always starts from empty state. (Keeping it once made a new file's
+//!   first sync write at the length of the file it replaced, leaving zeros before it.)
 //!
 //! Not simulated (each says what a crash keeps): directories are created and removed at
 //! once (code must still sync the parent, but a missing sync is not caught); a failed
@@ -211,17 +216,46 @@ impl UnsyncedFs {
         Ok(())
     }
 
-    fn open_writable(&self, st: &mut State, path: &Path, backing: &Path) -> Result<Unsynced> {
+    /// A writer of `backing` (the file `path` resolves to). `created`: the file was just
+    /// made, so whatever state its inode number still has belongs to a freed file.
+    fn open_writable(
+        &self,
+        st: &mut State,
+        path: &Path,
+        backing: &Path,
+        created: bool,
+    ) -> Result<Unsynced> {
         let file = OpenOptions::new()
             .write(true)
             .open(backing)
             .map_err(|e| Error::io("open", path, e))?;
         let meta = file.metadata().map_err(|e| Error::io("stat", path, e))?;
+        if created {
+            st.pending.remove(&key_of(&meta));
+        }
         Ok(Unsynced {
             path: path.to_owned(),
             file,
             pending: Self::pending_of(st, &meta),
         })
+    }
+
+    /// Drops the state of every inode whose last name is a file under `root` (which is
+    /// about to be removed).
+    fn forget_tree(st: &mut State, root: &Path) {
+        let Ok(entries) = std::fs::read_dir(root) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let Ok(meta) = std::fs::symlink_metadata(entry.path()) else {
+                continue;
+            };
+            if meta.is_dir() {
+                Self::forget_tree(st, &entry.path());
+            } else if meta.nlink() <= 1 {
+                st.pending.remove(&key_of(&meta));
+            }
+        }
     }
 }
 
@@ -314,7 +348,7 @@ impl Fs for UnsyncedFs {
         let backing = self.new_shadow_path();
         File::create(&backing).map_err(|e| Error::io("create", path, e))?;
         let mut st = self.st.lock();
-        let w = self.open_writable(&mut st, path, &backing)?;
+        let w = self.open_writable(&mut st, path, &backing, true)?;
         Self::set_present(&mut st, &dir, &name, backing)?;
         Ok(Box::new(w))
     }
@@ -322,7 +356,9 @@ impl Fs for UnsyncedFs {
     fn open_append(&self, path: &Path) -> Result<Box<dyn WritableFile>> {
         let mut st = self.st.lock();
         let backing = Self::resolve(&st, path)?.backing(path)?;
-        Ok(Box::new(self.open_writable(&mut st, path, &backing)?))
+        Ok(Box::new(
+            self.open_writable(&mut st, path, &backing, false)?,
+        ))
     }
 
     fn open(&self, path: &Path) -> Result<Arc<dyn RandomAccessFile>> {
@@ -394,9 +430,10 @@ impl Fs for UnsyncedFs {
     }
 
     fn remove_dir_all(&self, path: &Path) -> Result<()> {
+        let mut st = self.st.lock();
+        Self::forget_tree(&mut st, path);
         std::fs::remove_dir_all(path).map_err(|e| Error::io("rmdir", path, e))?;
         let root = normalize(path);
-        let mut st = self.st.lock();
         let under: Vec<PathBuf> = st
             .dirs
             .keys()
@@ -437,7 +474,15 @@ impl Fs for UnsyncedFs {
             let real = dir.join(&name);
             match e {
                 Entry::Present(b) => {
-                    std::fs::rename(&b, &real).map_err(|e| Error::io("rename", &real, e))?
+                    // The rename unlinks the file it replaces: forget that inode if this
+                    // was its last name.
+                    let replaced = std::fs::symlink_metadata(&real)
+                        .ok()
+                        .filter(|m| m.is_file() && m.nlink() <= 1);
+                    std::fs::rename(&b, &real).map_err(|e| Error::io("rename", &real, e))?;
+                    if let Some(m) = replaced {
+                        st.pending.remove(&key_of(&m));
+                    }
                 }
                 Entry::Absent => Self::unlink(&mut st, &real)?,
             }
