@@ -41,15 +41,33 @@ pub struct Summary<'a> {
     pub nemesis: &'a [Record],
 }
 
-/// Intervals of at least `min_ns` with no operation completing `ok`.
+/// Intervals of at least `min_ns` with no operation completing `ok`, over the whole
+/// history: from the first invoke to the first ok, between oks, and from the last ok to
+/// the last event recorded (a cluster that never recovers is one window to the end, not
+/// none).
 pub fn unavailability(ops: &[Operation], min_ns: u64) -> Vec<(u64, u64)> {
-    let mut oks: Vec<u64> = ops
+    let Some(start) = ops.iter().map(|o| o.invoke.t).min() else {
+        return Vec::new();
+    };
+    let end = ops
+        .iter()
+        .map(|o| {
+            o.complete
+                .as_ref()
+                .map_or(o.invoke.t, |c| c.t.max(o.invoke.t))
+        })
+        .max()
+        .unwrap_or(start);
+    let mut bounds: Vec<u64> = ops
         .iter()
         .filter_map(|o| o.complete.as_ref().filter(|c| c.kind == Kind::Ok))
         .map(|c| c.t)
         .collect();
-    oks.sort_unstable();
-    oks.windows(2)
+    bounds.push(start);
+    bounds.push(end);
+    bounds.sort_unstable();
+    bounds
+        .windows(2)
         .filter(|w| w[1] - w[0] >= min_ns)
         .map(|w| (w[0], w[1]))
         .collect()
@@ -276,5 +294,42 @@ impl Summary<'_> {
         );
         s.push_str("</svg>\n");
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chaos::history::{Call, Event};
+
+    const S: u64 = 1_000_000_000;
+
+    fn op(n: u64, invoke_s: f64, done: Option<(f64, Kind)>) -> Operation {
+        let ev = |kind, t: f64| Event {
+            op: n,
+            process: 0,
+            kind,
+            key: "reg/0".into(),
+            t: (t * S as f64) as u64,
+            call: Call::Read { value: None },
+        };
+        Operation {
+            invoke: ev(Kind::Invoke, invoke_s),
+            complete: done.map(|(t, k)| ev(k, t)),
+        }
+    }
+
+    #[test]
+    fn windows_cover_the_start_the_gaps_and_a_cluster_that_never_came_back() {
+        let ops = vec![
+            op(1, 0.0, Some((2.5, Kind::Ok))), // nothing ok for the first 2.5 s
+            op(2, 2.5, Some((3.0, Kind::Ok))), // short gap: not a window
+            op(3, 3.0, Some((9.0, Kind::Info))), // from here on nothing succeeds
+            op(4, 9.0, Some((20.0, Kind::Fail))),
+            op(5, 20.0, None),
+        ];
+        let w = unavailability(&ops, S);
+        assert_eq!(w, vec![(0, (2.5 * S as f64) as u64), (3 * S, 20 * S)]);
+        assert!(unavailability(&[], S).is_empty());
     }
 }
