@@ -246,6 +246,7 @@ pub async fn leader_failover(svc: &Service, a: &LockBenchArgs, freeze: bool) -> 
         let cmd = capture(pid)?;
         let t0 = Instant::now();
         signal(pid, if freeze { libc::SIGSTOP } else { libc::SIGKILL })?;
+        tracing::info!(pid, member = leader + 1, %path, "{what}: leader signalled");
         let token = loop {
             match svc.lock(&me, path, Duration::ZERO).await {
                 Ok(t) => break t,
@@ -254,6 +255,7 @@ pub async fn leader_failover(svc: &Service, a: &LockBenchArgs, freeze: bool) -> 
             }
         };
         let d = t0.elapsed();
+        tracing::info!(ms = d.as_millis() as u64, %path, "{what}: locked");
         hist.record(d.as_micros() as u64)?;
         each.push(format!("{}(r{})", d.as_millis(), leader + 1));
         if freeze {

@@ -27,8 +27,13 @@ pub fn election_bound() -> Duration {
     (ELECTION_BASE + ELECTION_WIDTH * 4) * 8
 }
 
+/// The `quarry` binary the replicas run: this build's, or `QUARRY_BIN` when set (to run a
+/// test against another build, e.g. one without a fix, and see it fail there).
 pub fn quarry() -> &'static str {
-    env!("CARGO_BIN_EXE_quarry")
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var("QUARRY_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_quarry").to_string())
+    })
 }
 
 pub fn free_addr() -> SocketAddr {

@@ -42,6 +42,7 @@ pub const LEASE_HEADER: &str = "quarry-lease";
 #[derive(Debug, Default, Clone)]
 pub struct NetworkFactory {
     lease_tag: Option<String>,
+    heard: Option<Arc<Heard>>,
 }
 
 impl NetworkFactory {
@@ -49,7 +50,15 @@ impl NetworkFactory {
     pub fn with_lease_tag(tag: String) -> NetworkFactory {
         NetworkFactory {
             lease_tag: Some(tag),
+            heard: None,
         }
+    }
+
+    /// Notes in `heard` every vote request of this replica that a peer refused because
+    /// the peer's log is longer (see [`Heard::outlogged`]).
+    pub fn with_heard(mut self, heard: Arc<Heard>) -> NetworkFactory {
+        self.heard = Some(heard);
+        self
     }
 }
 
@@ -68,6 +77,7 @@ pub struct Network {
     client: Option<RaftClient<Channel>>,
     error: Option<String>,
     lease_tag: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+    heard: Option<Arc<Heard>>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
@@ -91,6 +101,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
                     client: Some(client),
                     error: None,
                     lease_tag,
+                    heard: self.heard.clone(),
                 }
             }
             Err(e) => Network {
@@ -98,6 +109,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
                 client: None,
                 error: Some(format!("bad address {}: {e}", node.addr)),
                 lease_tag,
+                heard: self.heard.clone(),
             },
         }
     }
@@ -167,16 +179,28 @@ impl RaftNetwork<TypeConfig> for Network {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> RpcResult<VoteResponse<NodeId>, openraft::error::Infallible> {
-        self.call("vote", &rpc, &option).await
+        let resp: VoteResponse<NodeId> = self.call("vote", &rpc, &option).await?;
+        if !resp.vote_granted && resp.last_log_id > rpc.last_log_id {
+            if let Some(h) = &self.heard {
+                h.outlogged_now();
+            }
+        }
+        Ok(resp)
     }
 }
 
-/// When this replica last accepted an AppendEntries (a leader's heartbeat or entries):
-/// the failure detector's input (see `server::elect`).
+/// The failure detector's inputs (see `server::elect`): when this replica last received
+/// an AppendEntries from a leader not older than its own vote (a heartbeat or entries),
+/// and when a peer last refused its vote request because the peer holds a longer log.
+#[derive(Debug)]
 pub struct Heard {
     epoch: std::time::Instant,
     /// Milliseconds after `epoch` plus one; 0 = never.
     last: std::sync::atomic::AtomicU64,
+    /// As `last`, for the latest vote refused by a peer with a longer log.
+    outlogged: std::sync::atomic::AtomicU64,
+    /// AppendEntries from a current leader being written here (their fsync pending).
+    busy: std::sync::atomic::AtomicU64,
 }
 
 impl Default for Heard {
@@ -184,20 +208,20 @@ impl Default for Heard {
         Heard {
             epoch: std::time::Instant::now(),
             last: 0.into(),
+            outlogged: 0.into(),
+            busy: 0.into(),
         }
     }
 }
 
 impl Heard {
-    /// Notes contact with a leader now.
-    pub fn touch(&self) {
+    fn stamp(&self, at: &std::sync::atomic::AtomicU64) {
         let ms = self.epoch.elapsed().as_millis() as u64 + 1;
-        self.last.store(ms, std::sync::atomic::Ordering::Relaxed);
+        at.store(ms, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Time since the last contact with a leader; `None` if there was none yet.
-    pub fn since(&self) -> Option<Duration> {
-        match self.last.load(std::sync::atomic::Ordering::Relaxed) {
+    fn age(&self, at: &std::sync::atomic::AtomicU64) -> Option<Duration> {
+        match at.load(std::sync::atomic::Ordering::Relaxed) {
             0 => None,
             ms => Some(
                 self.epoch
@@ -205,6 +229,52 @@ impl Heard {
                     .saturating_sub(Duration::from_millis(ms - 1)),
             ),
         }
+    }
+
+    /// Notes contact with a leader now.
+    pub fn touch(&self) {
+        self.stamp(&self.last);
+    }
+
+    /// Time since the last contact with a leader; `None` if there was none yet. Zero
+    /// while an AppendEntries of a current leader is being written here: the leader is
+    /// not silent, this replica's disk is slow (the leader sends the next one only after
+    /// this one is answered).
+    pub fn since(&self) -> Option<Duration> {
+        if self.busy.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+            return Some(Duration::ZERO);
+        }
+        self.age(&self.last)
+    }
+
+    /// Notes contact with a leader now and that its AppendEntries is being written until
+    /// the returned guard drops (which notes contact again).
+    pub fn busy(&self) -> Busy<'_> {
+        self.touch();
+        self.busy.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Busy(self)
+    }
+
+    /// Notes that a peer refused this replica's vote request because its log is longer.
+    pub fn outlogged_now(&self) {
+        self.stamp(&self.outlogged);
+    }
+
+    /// Time since a peer last refused this replica's vote because its log is longer.
+    pub fn outlogged(&self) -> Option<Duration> {
+        self.age(&self.outlogged)
+    }
+}
+
+/// An AppendEntries being written (see [`Heard::busy`]).
+pub struct Busy<'a>(&'a Heard);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0
+            .busy
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.0.touch();
     }
 }
 
@@ -279,12 +349,15 @@ impl pb::raft_server::Raft for RaftService {
         self.check(&req)?;
         let rpc: AppendEntriesRequest<TypeConfig> =
             decode(&req.into_inner().data, "append entries").map_err(bad_request)?;
+        // A current leader's AppendEntries is contact from receipt on: its answer waits
+        // for the entries' fsync, which can outlast the detector's timeout on a loaded disk.
+        let mine = self.raft.metrics().borrow().vote;
+        let busy = match &self.heard {
+            Some(h) if rpc.vote >= mine => Some(h.busy()),
+            _ => None,
+        };
         let result = self.raft.append_entries(rpc).await;
-        if let (Some(h), Ok(r)) = (&self.heard, &result) {
-            if !matches!(r, AppendEntriesResponse::HigherVote(_)) {
-                h.touch();
-            }
-        }
+        drop(busy);
         Ok(tonic::Response::new(pb::RaftMessage {
             data: encode(&result),
         }))
@@ -298,6 +371,14 @@ impl pb::raft_server::Raft for RaftService {
         let rpc: VoteRequest<NodeId> =
             decode(&req.into_inner().data, "vote").map_err(bad_request)?;
         let result = self.raft.vote(rpc).await;
+        if let (Some(h), Ok(r)) = (&self.heard, &result) {
+            // Raft's rule: granting a vote restarts the election timer (the candidate needs
+            // a moment to hear the grant, which waited for the vote's fsync, and to send
+            // its first heartbeat).
+            if r.vote_granted {
+                h.touch();
+            }
+        }
         Ok(tonic::Response::new(pb::RaftMessage {
             data: encode(&result),
         }))

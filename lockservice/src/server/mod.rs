@@ -143,10 +143,11 @@ impl Replica {
         let sm = StateMachineStore::open(fs, &cfg.data_dir, LeaseTable::new(cfg.lease), clock)?;
         let shared = sm.shared.clone();
         let tag = lease_tag(cfg.lease.lease, cfg.lease.lock_delay);
+        let heard = Arc::new(Heard::default());
         let raft = Raft::new(
             cfg.id,
             raft_cfg,
-            NetworkFactory::with_lease_tag(tag),
+            NetworkFactory::with_lease_tag(tag).with_heard(heard.clone()),
             log,
             sm,
         )
@@ -165,7 +166,6 @@ impl Replica {
             keepalives: Default::default(),
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let heard = Arc::new(Heard::default());
         let server = serve(&cfg, inner.clone(), heard.clone(), shutdown_rx.clone()).await?;
         tokio::spawn(elect::detector(
             inner.clone(),
