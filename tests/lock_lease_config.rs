@@ -53,7 +53,18 @@ async fn a_replica_with_another_lease_is_refused_and_the_rest_serve() {
         );
     }
 
-    // Replica 3 restarted with twice the lease.
+    // Replica 3 restarted with twice the lease. It must not be the leader when it is
+    // killed: openraft 0.9 restarts a replica whose committed vote is its own as the
+    // leader of that old term, and clients that reach it wait in vain. The failure
+    // detectors may have moved the leadership to it since the start (seen in CI: a
+    // leader's replication to 3 paused 500 ms after one slow AppendEntries, and 3's
+    // detector took over), so check again right before the kill.
+    while c.leader().await == 3 {
+        c.kill(3);
+        c.leader().await;
+        c.start_replica(3);
+        c.caught_up().await;
+    }
     c.kill(3);
     let log = c.start_replica_with(3, LEASE * 2, LOCK_DELAY);
     wait_for_file(&log, election_bound() * 2, |s| {
