@@ -418,3 +418,68 @@ async fn snapshots_bound_the_log_and_bring_a_lagging_replica_up_to_date() {
     assert_eq!(names.len(), 150);
     assert_eq!(c.read("/d/149").await.unwrap().0, 149u32.to_le_bytes());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_proposals_share_log_entries_and_each_gets_its_own_result() {
+    // 64 concurrent commands: 32 creates, then for each file two sessions race for its
+    // lock. Every command must get the answer its own command earned (one winner per
+    // file, the loser LockBusy), while the leader's log grows by fewer entries than
+    // commands (the proposer packed the ones that queued behind proposals in flight).
+    let g = Group::start().await;
+    let leader = g.leader().await;
+    let c = g.client();
+    c.create("/p", true, b"").await.unwrap();
+    let last = |g: &Group| {
+        g.replicas[&leader]
+            .raft()
+            .metrics()
+            .borrow()
+            .last_log_index
+            .unwrap_or(0)
+    };
+    let before = last(&g);
+    let creates: Vec<_> = (0..32)
+        .map(|i| {
+            let c = c.clone();
+            tokio::spawn(async move { c.create(&format!("/p/{i}"), false, b"x").await })
+        })
+        .collect();
+    for t in creates {
+        assert_eq!(t.await.unwrap().unwrap().content_generation, 1);
+    }
+    let a = Arc::new(c.open_session("a").await.unwrap());
+    let b = Arc::new(c.open_session("b").await.unwrap());
+    let mut races = Vec::new();
+    for i in 0..32 {
+        for s in [a.clone(), b.clone()] {
+            races.push(tokio::spawn(async move {
+                (
+                    i,
+                    s.try_acquire(&format!("/p/{i}"), LockMode::Exclusive).await,
+                )
+            }));
+        }
+    }
+    let mut winners = BTreeMap::new();
+    for t in races {
+        let (i, r) = t.await.unwrap();
+        match r {
+            Ok(seq) => {
+                assert_eq!(seq.path, format!("/p/{i}"));
+                assert!(winners.insert(i, seq).is_none(), "two holders of /p/{i}");
+            }
+            Err(Error::LockBusy(_)) => {}
+            Err(e) => panic!("acquire /p/{i}: {e}"),
+        }
+    }
+    assert_eq!(winners.len(), 32, "a file's lock went to nobody");
+    for seq in winners.values() {
+        c.check_sequencer(seq).await.unwrap();
+    }
+    let entries = last(&g) - before;
+    let commands = 32 + 2 + 64;
+    assert!(
+        entries < commands,
+        "{commands} commands took {entries} entries: nothing was batched"
+    );
+}

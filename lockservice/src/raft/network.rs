@@ -2,8 +2,18 @@
 //!
 //! The `Raft` gRPC service carries openraft's request and response types postcard-encoded
 //! in a `bytes` field; a response is `Result<Response, RaftError>` so the remote replica's
-//! Raft errors come back typed. A transport failure is `Unreachable` (openraft backs off);
-//! the call's deadline is openraft's hard TTL for the RPC.
+//! Raft errors come back typed.
+//!
+//! Failures are told apart because openraft treats them differently. A call that ran out
+//! of time (openraft's hard TTL, which for AppendEntries is one heartbeat interval) is
+//! [`RPCError::Timeout`]: openraft sends again at its next chance. Only a peer that could
+//! not be reached at all (connection refused, reset, bad address) is `Unreachable`, after
+//! which openraft pauses replication to that peer for [`Network::backoff`]. Mapping a slow
+//! AppendEntries (a follower's fsync under load) to `Unreachable`, as this module once did,
+//! silenced a healthy leader toward that follower for openraft's default 500 ms backoff,
+//! long enough for the follower's failure detector to depose it. The backoff is short and
+//! grows (20 ms doubling to 160 ms): a replica that restarts is caught up within a few
+//! heartbeats, and a dead one costs a refused connection per try on loopback.
 //!
 //! Every replica must run with the same session lease and lock-delay (the safety argument
 //! in the crate essay assumes a later leader's lease is not shorter than the one its
@@ -17,9 +27,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable,
 };
-use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::network::{Backoff, RPCOption, RPCTypes, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
@@ -41,6 +51,7 @@ pub const LEASE_HEADER: &str = "quarry-lease";
 /// Makes one [`Network`] per peer.
 #[derive(Debug, Default, Clone)]
 pub struct NetworkFactory {
+    me: NodeId,
     lease_tag: Option<String>,
     heard: Option<Arc<Heard>>,
 }
@@ -49,9 +60,16 @@ impl NetworkFactory {
     /// Sends `tag` (see [`lease_tag`]) in the [`LEASE_HEADER`] of every request.
     pub fn with_lease_tag(tag: String) -> NetworkFactory {
         NetworkFactory {
+            me: 0,
             lease_tag: Some(tag),
             heard: None,
         }
+    }
+
+    /// Names this replica (`me`) in the timeouts its connections report.
+    pub fn from_replica(mut self, me: NodeId) -> NetworkFactory {
+        self.me = me;
+        self
     }
 
     /// Notes in `heard` every vote request of this replica that a peer refused because
@@ -73,6 +91,7 @@ pub fn lease_tag(lease: Duration, lock_delay: Duration) -> String {
 
 /// The connection to one peer (a lazily connected tonic channel).
 pub struct Network {
+    me: NodeId,
     target: NodeId,
     client: Option<RaftClient<Channel>>,
     error: Option<String>,
@@ -97,6 +116,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
                     .max_decoding_message_size(MAX_RAFT_MESSAGE)
                     .max_encoding_message_size(MAX_RAFT_MESSAGE);
                 Network {
+                    me: self.me,
                     target,
                     client: Some(client),
                     error: None,
@@ -105,6 +125,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
                 }
             }
             Err(e) => Network {
+                me: self.me,
                 target,
                 client: None,
                 error: Some(format!("bad address {}: {e}", node.addr)),
@@ -138,6 +159,8 @@ impl Network {
             return Err(RPCError::Unreachable(Unreachable::new(&msg)));
         };
         let mut request = tonic::Request::new(pb::RaftMessage { data: encode(req) });
+        // openraft wraps the call in its own timer of the same TTL; the request's deadline
+        // only tells the peer when to stop working on it.
         request.set_timeout(option.hard_ttl());
         if let Some(tag) = &self.lease_tag {
             request.metadata_mut().insert(LEASE_HEADER, tag.clone());
@@ -147,17 +170,52 @@ impl Network {
             "vote" => client.vote(request).await,
             _ => client.install_snapshot(request).await,
         };
-        let reply = reply.map_err(|status| {
-            let msg = Msg(format!("{which} to {}: {status}", self.target));
-            RPCError::Unreachable(Unreachable::new(&msg))
-        })?;
+        let reply = reply.map_err(|status| self.failed(which, status, option))?;
         let result: Result<Resp, RaftError<NodeId, E>> = decode(&reply.into_inner().data, which)
             .map_err(|e| RPCError::Network(NetworkError::new(&Msg(e))))?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 }
 
+impl Network {
+    /// The openraft error for a failed call: a timeout when the call ran out of time,
+    /// `Unreachable` only when the peer could not be reached or refused the call.
+    fn failed<E: std::error::Error>(
+        &self,
+        which: &'static str,
+        status: tonic::Status,
+        option: &RPCOption,
+    ) -> RPCError<NodeId, BasicNode, RaftError<NodeId, E>> {
+        use tonic::Code;
+        if matches!(status.code(), Code::Cancelled | Code::DeadlineExceeded) {
+            return RPCError::Timeout(Timeout {
+                action: match which {
+                    "append" => RPCTypes::AppendEntries,
+                    "vote" => RPCTypes::Vote,
+                    _ => RPCTypes::InstallSnapshot,
+                },
+                id: self.me,
+                target: self.target,
+                timeout: option.hard_ttl(),
+            });
+        }
+        let msg = Msg(format!("{which} to {}: {status}", self.target));
+        RPCError::Unreachable(Unreachable::new(&msg))
+    }
+}
+
+/// The pauses between tries to a peer that could not be reached (see the module doc).
+pub fn unreachable_backoff() -> impl Iterator<Item = Duration> + Send + 'static {
+    (0..3)
+        .map(|i| Duration::from_millis(20 << i))
+        .chain(std::iter::repeat(Duration::from_millis(160)))
+}
+
 impl RaftNetwork<TypeConfig> for Network {
+    fn backoff(&self) -> Backoff {
+        Backoff::new(unreachable_backoff())
+    }
+
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
@@ -395,5 +453,57 @@ impl pb::raft_server::Raft for RaftService {
         Ok(tonic::Response::new(pb::RaftMessage {
             data: encode(&result),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net() -> Network {
+        Network {
+            me: 1,
+            target: 2,
+            client: None,
+            error: None,
+            lease_tag: None,
+            heard: None,
+        }
+    }
+
+    #[test]
+    fn a_call_out_of_time_is_a_timeout_and_only_a_failed_connection_is_unreachable() {
+        let option = RPCOption::new(Duration::from_millis(40));
+        for code in [tonic::Code::Cancelled, tonic::Code::DeadlineExceeded] {
+            let e: RPCError<NodeId, BasicNode, RaftError<NodeId, openraft::error::Infallible>> =
+                net().failed(
+                    "append",
+                    tonic::Status::new(code, "Timeout expired"),
+                    &option,
+                );
+            match e {
+                RPCError::Timeout(t) => {
+                    assert_eq!((t.id, t.target, t.timeout), (1, 2, option.hard_ttl()));
+                    assert_eq!(t.action, RPCTypes::AppendEntries);
+                }
+                other => panic!("{code:?} became {other}"),
+            }
+        }
+        let e: RPCError<NodeId, BasicNode, RaftError<NodeId, openraft::error::Infallible>> = net()
+            .failed(
+                "vote",
+                tonic::Status::unavailable("connection refused"),
+                &option,
+            );
+        assert!(matches!(e, RPCError::Unreachable(_)), "{e}");
+    }
+
+    #[test]
+    fn the_unreachable_backoff_is_short_and_bounded() {
+        let pauses: Vec<u64> = unreachable_backoff()
+            .take(6)
+            .map(|d| d.as_millis() as u64)
+            .collect();
+        assert_eq!(pauses, [20, 40, 80, 160, 160, 160]);
     }
 }

@@ -129,6 +129,11 @@ pub enum Command {
         /// The generation of the expired holding.
         generation: Generation,
     },
+    /// Several commands in one log entry, applied in order exactly as if each had been an
+    /// entry of its own; the reply is [`Reply::Batch`] with one result per command. The
+    /// leader's proposer packs commands that arrive while earlier proposals are in flight
+    /// (`server::proposer`). A batch inside a batch is refused (deterministically).
+    Batch(Vec<Command>),
 }
 
 /// What a successful command returns.
@@ -142,6 +147,8 @@ pub enum Reply {
     Acquired(Sequencer),
     /// Done; nothing to return.
     Done,
+    /// The results of a [`Command::Batch`], in its order.
+    Batch(Vec<Result<Reply>>),
 }
 
 /// A node's metadata.
@@ -353,6 +360,20 @@ impl LockState {
             Command::Release { session, path } => self.release(*session, path, &mut events),
             Command::EndLockDelay { path, generation } => {
                 self.end_lock_delay(path, *generation, &mut events)
+            }
+            Command::Batch(cmds) => {
+                let results = cmds
+                    .iter()
+                    .map(|c| {
+                        if matches!(c, Command::Batch(_)) {
+                            return Err(Error::InvalidArgument("a batch inside a batch".into()));
+                        }
+                        let one = self.apply(c);
+                        events.extend(one.events);
+                        one.result
+                    })
+                    .collect();
+                Ok(Reply::Batch(results))
             }
         };
         if result.is_err() {

@@ -639,3 +639,58 @@ fn apply_is_deterministic_and_survives_a_serde_round_trip() {
     assert_eq!(a, b);
     assert!(results.iter().filter(|r| r.result.is_ok()).count() > 100);
 }
+
+#[test]
+fn a_batch_applies_its_commands_in_order_as_if_each_were_an_entry() {
+    // The same commands, once one by one and once as a batch, give the same results,
+    // the same events in the same order and the same state; a failing command in the
+    // middle fails alone; a batch inside a batch is refused without effect.
+    let mut one = T::new();
+    let s = one.session();
+    let mut batched = one.s.clone();
+    let cmds = vec![
+        Command::Create {
+            path: "/f".into(),
+            dir: false,
+            content: b"a".to_vec(),
+            ephemeral: None,
+        },
+        Command::Acquire {
+            session: s,
+            path: "/f".into(),
+            mode: LockMode::Exclusive,
+        },
+        write("/f", b"b", Some(7)), // wrong generation: fails
+        Command::Batch(vec![write("/f", b"c", None)]),
+        write("/f", b"d", Some(1)),
+        Command::Release {
+            session: s,
+            path: "/f".into(),
+        },
+    ];
+    let mut results = Vec::new();
+    let mut events = Vec::new();
+    for c in &cmds {
+        let a = if matches!(c, Command::Batch(_)) {
+            Applied {
+                result: Err(Error::InvalidArgument("a batch inside a batch".into())),
+                events: vec![],
+            }
+        } else {
+            one.apply(c.clone())
+        };
+        results.push(a.result);
+        events.extend(a.events);
+    }
+    let a = batched.apply(&Command::Batch(cmds));
+    batched.check_invariants();
+    assert_eq!(a.result, Ok(Reply::Batch(results.clone())));
+    assert_eq!(a.events, events);
+    assert_eq!(batched, one.s);
+    assert!(matches!(results[2], Err(Error::FailedPrecondition(_))));
+    assert!(matches!(results[3], Err(Error::InvalidArgument(_))));
+    match &results[4] {
+        Ok(Reply::Node(m)) => assert_eq!(m.content_generation, 2),
+        r => panic!("{r:?}"),
+    }
+}
