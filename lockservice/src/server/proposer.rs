@@ -3,8 +3,9 @@
 //! openraft 0.9 appends and fsyncs every `client_write` as its own log entry, inside its
 //! core task, one after another; with many clients the leader's fsyncs (and one
 //! AppendEntries per entry to each follower) become the ceiling. The proposer keeps at most
-//! [`IN_FLIGHT`] proposals in flight. A command that arrives while fewer are in flight is
-//! proposed at once, alone, so a lone client waits no longer than before; commands that
+//! [`IN_FLIGHT`] proposals in flight. A command that arrives while fewer are in flight and
+//! none is queued is proposed at once, alone, from the caller's own task, so a lone client
+//! waits no longer than before; commands that
 //! arrive while the pipe is full queue up and go together as one [`Command::Batch`] entry
 //! when a slot frees (at most [`MAX_BATCH`] commands and about [`MAX_BATCH_BYTES`]).
 //!
@@ -17,6 +18,7 @@
 //! command whose entry may still commit is unknown to its client, exactly as for a single
 //! proposal that fails the same way.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot, Semaphore};
@@ -46,6 +48,12 @@ type Waiter = oneshot::Sender<Result<Reply>>;
 /// Queues commands for the proposer task (see the module doc).
 pub struct Proposer {
     tx: mpsc::UnboundedSender<(Command, Waiter)>,
+    raft: Raft,
+    map_err: MapErr,
+    /// Free proposal slots; the proposer task holds one while it waits for commands.
+    slots: Arc<Semaphore>,
+    /// Commands sent to the proposer task and not yet taken by it.
+    queued: Arc<AtomicUsize>,
 }
 
 impl Proposer {
@@ -56,13 +64,39 @@ impl Proposer {
         map_err: impl Fn(WriteError) -> Error + Send + Sync + 'static,
     ) -> Proposer {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(raft, rx, Arc::new(map_err)));
-        Proposer { tx }
+        let map_err: MapErr = Arc::new(map_err);
+        let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+        let queued = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(run(
+            raft.clone(),
+            rx,
+            map_err.clone(),
+            slots.clone(),
+            queued.clone(),
+        ));
+        Proposer {
+            tx,
+            raft,
+            map_err,
+            slots,
+            queued,
+        }
     }
 
     /// Proposes `cmd`; returns its result once its entry is committed and applied here.
     pub async fn propose(&self, cmd: Command) -> Result<Reply> {
+        // A free slot and nobody queued: propose from the caller's task, as one entry,
+        // without the hop through the proposer task (a lone client's case).
+        if self.queued.load(Ordering::SeqCst) == 0 {
+            if let Ok(_slot) = self.slots.clone().try_acquire_owned() {
+                return match self.raft.client_write(cmd).await {
+                    Ok(resp) => resp.data.result,
+                    Err(e) => Err((self.map_err)(e)),
+                };
+            }
+        }
         let (tx, rx) = oneshot::channel();
+        self.queued.fetch_add(1, Ordering::SeqCst);
         self.tx
             .send((cmd, tx))
             .map_err(|_| Error::Unavailable("the replica is shutting down".into()))?;
@@ -81,8 +115,13 @@ fn weight(cmd: &Command) -> usize {
     }
 }
 
-async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<(Command, Waiter)>, map_err: MapErr) {
-    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+async fn run(
+    raft: Raft,
+    mut rx: mpsc::UnboundedReceiver<(Command, Waiter)>,
+    map_err: MapErr,
+    slots: Arc<Semaphore>,
+    queued: Arc<AtomicUsize>,
+) {
     loop {
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
@@ -101,6 +140,7 @@ async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<(Command, Waiter)>, map
                 Err(_) => break,
             }
         }
+        queued.fetch_sub(batch.len(), Ordering::SeqCst);
         let raft = raft.clone();
         let map_err = map_err.clone();
         tokio::spawn(async move {
