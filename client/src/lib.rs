@@ -44,7 +44,10 @@
 //! [`Client::mutate_rows`] groups entries by tablet, sends one `MutateRows` per tablet
 //! concurrently, retries each failed entry by its own idempotence, and returns one result
 //! per entry. [`Client::read_rows_by_key`] reads many single rows the same way: one
-//! `ReadRows` naming all of a tablet's keys per tablet, concurrently.
+//! `ReadRows` naming all of a tablet's keys per tablet, concurrently. A
+//! [`BufferedMutator`] (HBase's name; Cloud Bigtable's bulk-mutation batcher) gathers rows
+//! per tablet and sends a tablet's rows once it holds a full request's worth ([`buffered`]),
+//! so writes scattered over many tablets still go as large requests.
 //!
 //! ## Admin
 //! Table, family, tablet, server, split, compaction and status requests go to the master
@@ -64,6 +67,7 @@
 #![warn(missing_docs)]
 
 mod admin;
+pub mod buffered;
 pub mod cache;
 mod client;
 pub mod convert;
@@ -80,6 +84,7 @@ pub use tablet::pb;
 pub use master::pb as admin_pb;
 
 pub use admin::{ColumnFamily, FamilyModification, ServerInfo, StatusResponse, Table, TabletInfo};
+pub use buffered::BufferedMutator;
 pub use cache::Location;
 pub use client::{Client, ClientConfig, MAX_MESSAGE_BYTES};
 pub use data::{RowKeySample, RowMutation};

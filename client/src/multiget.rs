@@ -1,12 +1,18 @@
 //! Multi-get: many single-row reads in one call ([`Client::read_rows_by_key`]).
 //!
-//! The keys are grouped by tablet (the location cache, as for `mutate_rows`) and each
-//! group is one `ReadRows` request naming its keys, the groups sent concurrently. A
-//! tablet server answers a keyed `ReadRows` in key order, leaving out rows with no
-//! surviving cell, so the answer is matched back to the keys by walking both in order.
+//! The keys are grouped by tablet (the location cache, as for `mutate_rows`), then the
+//! tablets by server: a server holding one of the tablets gets one `ReadRows` naming its
+//! keys, a server holding several gets one `ReadRowsMulti` naming every tablet's keys
+//! (each tablet's read succeeds or fails on its own), the servers asked concurrently. Hashed
+//! keys scatter over every tablet, so grouping by tablet alone cut a 100-key multi-get
+//! into as many small requests as the table has tablets. A server answers each tablet's
+//! keys in request order, leaving out rows with no surviving cell, so an answer is matched
+//! back to the keys by walking both in order.
 //! Reads are idempotent: a group whose request fails with a retryable status (moved
 //! tablet, lost lease, timeout) is located again and retried as a whole, with backoff,
 //! until the operation's deadline; a non-retryable failure fails the call.
+
+use std::collections::BTreeMap;
 
 use tablet::{ReadFilter, Row};
 use tokio::time::Instant;
@@ -37,12 +43,29 @@ impl Client {
             let groups = self
                 .group_by_tablet(table, |i| &keys[i], &pending, deadline)
                 .await?;
-            let calls = groups
-                .into_values()
-                .map(|(loc, idx)| self.read_group(table, loc, idx, keys, &filter, deadline));
+            let mut by_server: BTreeMap<String, Vec<(Location, Vec<usize>)>> = BTreeMap::new();
+            for (loc, idx) in groups.into_values() {
+                by_server
+                    .entry(loc.server_addr.clone())
+                    .or_default()
+                    .push((loc, idx));
+            }
+            let filter = &filter;
+            let calls = by_server.into_values().map(|mut tablets| async move {
+                if tablets.len() == 1 {
+                    let (loc, idx) = tablets.pop().expect("one tablet");
+                    vec![
+                        self.read_group(table, loc, idx, keys, filter, deadline)
+                            .await,
+                    ]
+                } else {
+                    self.read_server(table, tablets, keys, filter, deadline)
+                        .await
+                }
+            });
             let mut retry = Vec::new();
             let mut why = String::new();
-            for outcome in futures::future::join_all(calls).await {
+            for outcome in futures::future::join_all(calls).await.into_iter().flatten() {
                 match outcome {
                     Ok(rows) => {
                         for (i, row) in rows {
@@ -77,7 +100,7 @@ impl Client {
         keys: &[Vec<u8>],
         filter: &pb::Filter,
         deadline: Instant,
-    ) -> std::result::Result<Vec<(usize, Row)>, (Vec<usize>, tonic::Status)> {
+    ) -> GroupResult {
         let req = pb::ReadRowsRequest {
             tablet: Some(pb::TabletRef {
                 table: table.to_string(),
@@ -113,17 +136,126 @@ impl Client {
                 return Err((idx, status));
             }
         };
-        let mut found = Vec::with_capacity(rows.len());
-        let mut want = idx.iter();
-        for row in rows {
-            // Rows come back in request order, missing ones left out.
-            for &i in want.by_ref() {
-                if keys[i] == row.key {
-                    found.push((i, row_from_pb(row)));
-                    break;
+        Ok(match_rows(&idx, keys, rows))
+    }
+
+    /// One `ReadRowsMulti` to the server of `tablets` (all on one server): per tablet, the
+    /// rows found by key index, or its indexes back with the status that failed them.
+    async fn read_server(
+        &self,
+        table: &str,
+        tablets: Vec<(Location, Vec<usize>)>,
+        keys: &[Vec<u8>],
+        filter: &pb::Filter,
+        deadline: Instant,
+    ) -> Vec<GroupResult> {
+        let addr = tablets[0].0.server_addr.clone();
+        let req = pb::ReadRowsMultiRequest {
+            reads: tablets
+                .iter()
+                .map(|(loc, idx)| pb::read_rows_multi_request::TabletRows {
+                    tablet: Some(pb::TabletRef {
+                        table: table.to_string(),
+                        tablet_id: loc.tablet_id,
+                    }),
+                    rows: idx.iter().map(|&i| keys[i].clone()).collect(),
+                })
+                .collect(),
+            filter: Some(filter.clone()),
+        };
+        let all_failed = |tablets: Vec<(Location, Vec<usize>)>, status: tonic::Status| {
+            let relocate =
+                decide("read_rows_by_key", &status, true) == (Decision::Retry { relocate: true });
+            tablets
+                .into_iter()
+                .map(|(loc, idx)| {
+                    if relocate {
+                        self.forget(table, &loc);
+                    }
+                    Err((idx, status.clone()))
+                })
+                .collect()
+        };
+        let mut client = match self.tablet_client(&addr) {
+            Ok(c) => c,
+            Err(e) => return all_failed(tablets, tonic::Status::unavailable(e.to_string())),
+        };
+        let n = tablets.len();
+        let call = async move {
+            let mut s = client.read_rows_multi(req).await?.into_inner();
+            let mut answers: Vec<pb::ReadRowsMultiResponse> = Vec::new();
+            while let Some(m) = s.message().await? {
+                answers.push(m);
+            }
+            Ok(tonic::Response::new(answers))
+        };
+        let answers = match self.attempt(deadline, call).await {
+            Ok(a) => a,
+            Err(status) => return all_failed(tablets, status),
+        };
+        let mut rows: Vec<Vec<pb::Row>> = vec![Vec::new(); n];
+        let mut failed: Vec<Option<tonic::Status>> = vec![None; n];
+        let mut done = vec![false; n];
+        for a in answers {
+            let r = a.read as usize;
+            if r >= n {
+                let s = tonic::Status::internal(format!("ReadRowsMulti answered read {r} of {n}"));
+                return all_failed(tablets, s);
+            }
+            if a.code != 0 {
+                failed[r] = Some(multi_status(&a));
+            }
+            rows[r].extend(a.rows);
+            done[r] |= a.done;
+        }
+        tablets
+            .into_iter()
+            .zip(rows.into_iter().zip(failed.into_iter().zip(done)))
+            .map(|((loc, idx), (rows, (failed, done)))| {
+                let failed = failed.or_else(|| {
+                    (!done).then(|| tonic::Status::internal("ReadRowsMulti left a read unfinished"))
+                });
+                match failed {
+                    Some(status) => {
+                        if decide("read_rows_by_key", &status, true)
+                            == (Decision::Retry { relocate: true })
+                        {
+                            self.forget(table, &loc);
+                        }
+                        Err((idx, status))
+                    }
+                    None => Ok(match_rows(&idx, keys, rows)),
                 }
+            })
+            .collect()
+    }
+}
+
+/// One tablet's outcome: the rows found by key index, or the indexes with their failure.
+type GroupResult = std::result::Result<Vec<(usize, Row)>, (Vec<usize>, tonic::Status)>;
+
+/// Matches a tablet's answer (rows in request order, missing ones left out) to the keys.
+fn match_rows(idx: &[usize], keys: &[Vec<u8>], rows: Vec<pb::Row>) -> Vec<(usize, Row)> {
+    let mut found = Vec::with_capacity(rows.len());
+    let mut want = idx.iter();
+    for row in rows {
+        for &i in want.by_ref() {
+            if keys[i] == row.key {
+                found.push((i, row_from_pb(row)));
+                break;
             }
         }
-        Ok(found)
     }
+    found
+}
+
+/// The status a failed read of a `ReadRowsMulti` stands for (as `ReadRows` would send it).
+fn multi_status(a: &pb::ReadRowsMultiResponse) -> tonic::Status {
+    let mut s = tonic::Status::new(tonic::Code::from(a.code), a.message.clone());
+    if !a.routing.is_empty() {
+        if let Ok(v) = a.routing.parse() {
+            s.metadata_mut().insert(crate::retry::ERROR_KEY, v);
+        }
+    }
+    s
 }

@@ -365,3 +365,92 @@ fn a_scan_may_be_created_outside_a_runtime_and_starts_when_polled() {
     assert_eq!(keys(&rows), ["a", "b", "c"]);
     rt.block_on(async move { drop(s) });
 }
+
+#[tokio::test]
+async fn a_buffered_mutator_sends_full_requests_per_tablet_and_flush_sends_the_rest() {
+    // Rows alternate between the two tablets; with 4 rows per request each tablet gets a
+    // request as soon as 4 of its rows are buffered, never one per row, and nothing else
+    // until flush sends the remainders.
+    let s = Setup::start().await;
+    let c = s.client();
+    let mut m = c.buffered_mutator("t", 4);
+    let rows = ["a", "n", "b", "o", "c", "p", "d", "q", "e", "r"];
+    for (i, r) in rows.iter().enumerate() {
+        m.mutate(set(r, 10)).await.unwrap();
+        let sent = (s.a.calls("mutate_rows"), s.b.calls("mutate_rows"));
+        let want = if i >= 7 {
+            (1, 1)
+        } else if i >= 6 {
+            (1, 0)
+        } else {
+            (0, 0)
+        };
+        assert_eq!(sent, want, "after row {r}");
+    }
+    assert_eq!(m.buffered_rows(), 2);
+    assert!(!s
+        .world
+        .lock()
+        .rows
+        .contains_key(&("t".into(), b"e".to_vec())));
+    m.flush().await.unwrap();
+    assert_eq!(m.buffered_rows(), 0);
+    assert_eq!((s.a.calls("mutate_rows"), s.b.calls("mutate_rows")), (2, 2));
+    let all = c
+        .read_rows("t", RowRange::all(), &ReadFilter::default(), 0)
+        .collect_rows()
+        .await
+        .unwrap();
+    let mut want: Vec<String> = rows.iter().map(|r| r.to_string()).collect();
+    want.sort();
+    assert_eq!(keys(&all), want);
+}
+
+#[tokio::test]
+async fn a_multi_get_asks_each_server_once_and_retries_a_moved_tablet_alone() {
+    // Both tablets on A: one ReadRowsMulti for keys of both, in any order, with a
+    // duplicate and a missing key. Then METADATA moves tablet 2 to B while the client's
+    // cache still says A: A answers that read not-serving, the other read stands, and
+    // tablet 2's keys alone are asked again at B (one ReadRows).
+    let s = Setup::start().await;
+    s.a.serve("t", 2, b"m", b"");
+    s.set_record(2, b"m", b"", &s.a.addr.to_string(), 2);
+    let c = s.client();
+    write_letters(&c).await;
+    let want = |keys: &[&str], got: &[Option<client::Row>]| {
+        assert_eq!(got.len(), keys.len());
+        for (k, row) in keys.iter().zip(got) {
+            match row {
+                Some(r) => assert_eq!(r.key, k.as_bytes(), "answer matched to the wrong key"),
+                None => assert_eq!(*k, "zz", "row {k} lost"),
+            }
+        }
+    };
+    let keys = ["q", "b", "zz", "q", "a", "y", "m"];
+    let bytes: Vec<Vec<u8>> = keys.iter().map(|k| k.as_bytes().to_vec()).collect();
+    let got = c
+        .read_rows_by_key("t", &bytes, &ReadFilter::default())
+        .await
+        .unwrap();
+    want(&keys, &got);
+    assert_eq!(
+        s.a.calls("read_rows_multi"),
+        2,
+        "one call, two tablets admitted"
+    );
+    assert_eq!(s.a.calls("read_rows"), 0);
+
+    s.a.unserve("t", 2);
+    s.set_record(2, b"m", b"", &s.b.addr.to_string(), 3);
+    let got = c
+        .read_rows_by_key("t", &bytes, &ReadFilter::default())
+        .await
+        .unwrap();
+    want(&keys, &got);
+    assert_eq!(s.a.calls("read_rows_multi"), 4);
+    assert_eq!(
+        s.b.calls("read_rows"),
+        1,
+        "tablet 2 asked again at its new server"
+    );
+}

@@ -15,8 +15,8 @@
 //!   per server) written and major-compacted first (untimed), so every read is served from
 //!   SSTable blocks pinned in memory.
 //!
-//! Writes go `--batch` rows per `MutateRows` call, as a Bigtable client's bulk batcher
-//! sends them; point reads go `--read-batch` keys per multi-get
+//! Writes go `--batch` rows per `MutateRows` call per tablet through a
+//! [`client::BufferedMutator`], as a Bigtable client's bulk batcher sends them; point reads go `--read-batch` keys per multi-get
 //! ([`Client::read_rows_by_key`]: one `ReadRows` per tablet naming its keys); both are
 //! printed in the header line, and `--batch 1 --read-batch 1` is the paper's one row per
 //! request. Every write is durable before its ack (tablet servers fsync their commit log unless
@@ -171,47 +171,40 @@ impl Run {
         Ok(())
     }
 
-    /// Writes one range's keys, `batch` rows per `MutateRows` (one `MutateRow` when 1).
+    /// Writes one range's keys: one `MutateRow` each when `batch` is 1, else through a
+    /// [`client::BufferedMutator`] that sends `batch` rows per `MutateRows` per tablet
+    /// (hashed keys scatter over every tablet; buffering per tablet keeps the requests
+    /// full). The range counts once every row of it is acknowledged.
     async fn write_range(
         &self,
         bench: &str,
         keys: std::ops::Range<u64>,
         rng: &mut rand::rngs::StdRng,
     ) -> Result<()> {
-        let keys: Vec<u64> = keys.collect();
-        for chunk in keys.chunks(self.batch.max(1)) {
-            let mut entries = Vec::with_capacity(chunk.len());
-            for &i in chunk {
-                let k = if bench == "randwrite" {
-                    hashed(i, self.rows)
-                } else {
-                    i
-                };
-                let mut v = vec![0u8; VALUE];
-                rng.fill(&mut v[..]);
-                entries.push(RowMutation::new(
-                    row(k),
-                    vec![Mutation::set("f", b"", 0, &v)],
-                ));
-            }
-            if self.batch <= 1 {
-                let e = entries.pop().expect("one entry");
-                self.client
-                    .mutate_row(&self.table, &e.row, e.mutations)
-                    .await?;
+        let n = keys.end - keys.start;
+        let mut mutator =
+            (self.batch > 1).then(|| self.client.buffered_mutator(&self.table, self.batch));
+        for i in keys {
+            let k = if bench == "randwrite" {
+                hashed(i, self.rows)
             } else {
-                for (n, r) in self
-                    .client
-                    .mutate_rows(&self.table, entries)
-                    .await?
-                    .into_iter()
-                    .enumerate()
-                {
-                    r.with_context(|| format!("row {} of a MutateRows batch", chunk[n]))?;
-                }
+                i
+            };
+            let mut v = vec![0u8; VALUE];
+            rng.fill(&mut v[..]);
+            let m = vec![Mutation::set("f", b"", 0, &v)];
+            match &mut mutator {
+                None => self.client.mutate_row(&self.table, &row(k), m).await?,
+                Some(b) => b
+                    .mutate(RowMutation::new(row(k), m))
+                    .await
+                    .with_context(|| format!("row {k}"))?,
             }
-            self.values.fetch_add(chunk.len() as u64, Ordering::Relaxed);
         }
+        if let Some(b) = &mut mutator {
+            b.flush().await.context("flushing the buffered rows")?;
+        }
+        self.values.fetch_add(n, Ordering::Relaxed);
         Ok(())
     }
 }

@@ -251,6 +251,20 @@ impl FakeServer {
                     }],
                 })
                 .collect()
+        } else if !req.rows.is_empty() && req.ranges.is_empty() {
+            // Point reads are answered as the tablet server does: in request order,
+            // a key named twice answered twice, missing rows left out.
+            req.rows
+                .iter()
+                .filter(|k| in_tablet(k))
+                .filter_map(|k| {
+                    let cells = w.rows.get(&(tref.table.clone(), k.clone()))?;
+                    Some(pb::Row {
+                        key: k.clone(),
+                        cells: cells.clone(),
+                    })
+                })
+                .collect()
         } else {
             w.rows
                 .iter()
@@ -277,6 +291,7 @@ pub fn tagged(code: tonic::Code, tag: &'static str) -> Status {
 }
 
 type RowStream = Pin<Box<dyn Stream<Item = Result<pb::ReadRowsResponse, Status>> + Send>>;
+type MultiStream = Pin<Box<dyn Stream<Item = Result<pb::ReadRowsMultiResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl Tablet for FakeServer {
@@ -343,6 +358,51 @@ impl Tablet for FakeServer {
                 rows: vec![],
                 done: true,
             })),
+        }
+        Ok(Response::new(Box::pin(futures::stream::iter(msgs))))
+    }
+
+    type ReadRowsMultiStream = MultiStream;
+
+    /// Each read is admitted on its own (counted as `read_rows_multi`); one the fake does
+    /// not serve fails alone, with its routing tag.
+    async fn read_rows_multi(
+        &self,
+        r: Request<pb::ReadRowsMultiRequest>,
+    ) -> Result<Response<MultiStream>, Status> {
+        let r = r.into_inner();
+        let mut msgs = Vec::new();
+        for (i, read) in r.reads.into_iter().enumerate() {
+            let keys: Vec<&[u8]> = read.rows.iter().map(|k| k.as_slice()).collect();
+            let msg = match self.admit("read_rows_multi", &read.tablet, &keys) {
+                Err(s) => pb::ReadRowsMultiResponse {
+                    read: i as u32,
+                    done: true,
+                    code: s.code() as i32,
+                    message: s.message().to_string(),
+                    routing: s
+                        .metadata()
+                        .get(client::retry::ERROR_KEY)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_string(),
+                    ..Default::default()
+                },
+                Ok(_) => {
+                    let req = pb::ReadRowsRequest {
+                        tablet: read.tablet.clone(),
+                        rows: read.rows.clone(),
+                        ..Default::default()
+                    };
+                    pb::ReadRowsMultiResponse {
+                        read: i as u32,
+                        rows: self.select(&req),
+                        done: true,
+                        ..Default::default()
+                    }
+                }
+            };
+            msgs.push(Ok(msg));
         }
         Ok(Response::new(Box::pin(futures::stream::iter(msgs))))
     }

@@ -180,6 +180,7 @@ impl Model {
 }
 
 type RowStream = Pin<Box<dyn Stream<Item = Result<tpb::ReadRowsResponse, Status>> + Send>>;
+type MultiStream = Pin<Box<dyn Stream<Item = Result<tpb::ReadRowsMultiResponse, Status>> + Send>>;
 
 fn unimplemented<T>() -> Result<Response<T>, Status> {
     Err(Status::unimplemented("not modelled"))
@@ -247,6 +248,15 @@ impl Tablet for Model {
         }
         let msg = tpb::ReadRowsResponse { rows, done: true };
         Ok(Response::new(Box::pin(tokio_stream::iter(vec![Ok(msg)]))))
+    }
+
+    type ReadRowsMultiStream = MultiStream;
+
+    async fn read_rows_multi(
+        &self,
+        _: Request<tpb::ReadRowsMultiRequest>,
+    ) -> Result<Response<MultiStream>, Status> {
+        unimplemented()
     }
 
     async fn check_and_mutate_row(

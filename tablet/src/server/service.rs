@@ -231,6 +231,20 @@ fn apply_entries(
 }
 
 type RowStream = Pin<Box<dyn Stream<Item = Result<pb::ReadRowsResponse, Status>> + Send>>;
+type MultiStream = Pin<Box<dyn Stream<Item = Result<pb::ReadRowsMultiResponse, Status>> + Send>>;
+
+/// The bytes a row adds to a response chunk, roughly.
+fn row_bytes(row: &crate::Row) -> usize {
+    row.key.len()
+        + row
+            .cells
+            .iter()
+            .map(|c| c.value.len() + c.qualifier.len() + 16)
+            .sum::<usize>()
+}
+
+/// Most row keys one `ReadRowsMulti` may name.
+pub const MAX_MULTI_KEYS: usize = 100_000;
 
 #[tonic::async_trait]
 impl pb::tablet_server::Tablet for TabletService {
@@ -309,12 +323,7 @@ impl pb::tablet_server::Tablet for TabletService {
             let mut chunk = Vec::new();
             let mut bytes = 0usize;
             let push = |row: crate::Row, chunk: &mut Vec<pb::Row>, bytes: &mut usize| -> bool {
-                *bytes += row.key.len()
-                    + row
-                        .cells
-                        .iter()
-                        .map(|c| c.value.len() + c.qualifier.len() + 16)
-                        .sum::<usize>();
+                *bytes += row_bytes(&row);
                 chunk.push(convert::row(row));
                 if chunk.len() >= ROWS_PER_CHUNK || *bytes >= BYTES_PER_CHUNK {
                     *bytes = 0;
@@ -363,6 +372,121 @@ impl pb::tablet_server::Tablet for TabletService {
                 }
             }
             send(chunk, true);
+        });
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    type ReadRowsMultiStream = MultiStream;
+
+    async fn read_rows_multi(
+        &self,
+        req: Request<pb::ReadRowsMultiRequest>,
+    ) -> Result<Response<MultiStream>, Status> {
+        let req = req.into_inner();
+        let keys: usize = req.reads.iter().map(|r| r.rows.len()).sum();
+        if keys > MAX_MULTI_KEYS {
+            return Err(Status::invalid_argument(format!(
+                "ReadRowsMulti names {keys} rows; at most {MAX_MULTI_KEYS} per call"
+            )));
+        }
+        let filter = convert::filter(req.filter)?;
+        // Each read is resolved on its own: one whose tablet is not here, or whose rows
+        // fall outside it, fails alone (its status travels in its answer).
+        let jobs: Vec<(u32, Result<(Arc<Loaded>, Vec<Vec<u8>>), Status>)> = req
+            .reads
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let job = self.find(&r.tablet).and_then(|l| {
+                    if l.desc.table_id == METADATA_TABLE_ID {
+                        return Err(Status::permission_denied(
+                            "METADATA is read with ReadRows, not ReadRowsMulti",
+                        ));
+                    }
+                    r.rows
+                        .iter()
+                        .try_for_each(|k| Self::check_row(&l, k))
+                        .map(|()| (l, r.rows))
+                });
+                (i as u32, job)
+            })
+            .collect();
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let shared = Arc::clone(&self.s);
+        tokio::task::spawn_blocking(move || {
+            let failed = |read: u32, s: Status| pb::ReadRowsMultiResponse {
+                read,
+                rows: vec![],
+                done: true,
+                code: s.code() as i32,
+                message: s.message().to_string(),
+                routing: s
+                    .metadata()
+                    .get(convert::ERROR_KEY)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string(),
+            };
+            // Checked before every message: nothing read after the lease ended leaves.
+            let send = |msg: pb::ReadRowsMultiResponse| -> bool {
+                if !shared.may_serve() {
+                    let _ =
+                        tx.blocking_send(Err(not_serving("server lost its lease during the read")));
+                    return false;
+                }
+                tx.blocking_send(Ok(msg)).is_ok()
+            };
+            for (read, job) in jobs {
+                let (loaded, keys) = match job {
+                    Ok(j) => j,
+                    Err(s) => {
+                        if !send(failed(read, s)) {
+                            return;
+                        }
+                        continue;
+                    }
+                };
+                let mut rows = Vec::new();
+                let mut bytes = 0usize;
+                let mut error = None;
+                for k in &keys {
+                    match loaded.tablet.read_row(k, &filter) {
+                        Ok(Some(row)) => {
+                            bytes += row_bytes(&row);
+                            rows.push(convert::row(row));
+                            if rows.len() >= ROWS_PER_CHUNK || bytes >= BYTES_PER_CHUNK {
+                                bytes = 0;
+                                let msg = pb::ReadRowsMultiResponse {
+                                    read,
+                                    rows: std::mem::take(&mut rows),
+                                    ..Default::default()
+                                };
+                                if !send(msg) {
+                                    return;
+                                }
+                            }
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            error = Some(status(e));
+                            break;
+                        }
+                    }
+                }
+                let last = match error {
+                    Some(s) => failed(read, s),
+                    None => pb::ReadRowsMultiResponse {
+                        read,
+                        rows,
+                        done: true,
+                        ..Default::default()
+                    },
+                };
+                if !send(last) {
+                    return;
+                }
+            }
         });
         let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
         Ok(Response::new(Box::pin(stream)))
