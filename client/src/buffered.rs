@@ -111,8 +111,7 @@ impl BufferedMutator {
         let buf = self.buffers.entry(loc.tablet_id).or_default();
         buf.push(m);
         if buf.len() >= self.rows_per_request {
-            let rows = std::mem::take(buf);
-            self.buffers.remove(&loc.tablet_id);
+            let rows = self.buffers.remove(&loc.tablet_id).unwrap_or_default();
             self.send(rows).await?;
         }
         if self.buffered_bytes > self.max_buffered_bytes {

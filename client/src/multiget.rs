@@ -128,13 +128,7 @@ impl Client {
         };
         let rows = match self.attempt(deadline, call).await {
             Ok(rows) => rows,
-            Err(status) => {
-                if decide("read_rows_by_key", &status, true) == (Decision::Retry { relocate: true })
-                {
-                    self.forget(table, &loc);
-                }
-                return Err((idx, status));
-            }
+            Err(status) => return self.failed_read(table, &loc, idx, status),
         };
         Ok(match_rows(&idx, keys, rows))
     }
@@ -164,16 +158,9 @@ impl Client {
             filter: Some(filter.clone()),
         };
         let all_failed = |tablets: Vec<(Location, Vec<usize>)>, status: tonic::Status| {
-            let relocate =
-                decide("read_rows_by_key", &status, true) == (Decision::Retry { relocate: true });
             tablets
                 .into_iter()
-                .map(|(loc, idx)| {
-                    if relocate {
-                        self.forget(table, &loc);
-                    }
-                    Err((idx, status.clone()))
-                })
+                .map(|(loc, idx)| self.failed_read(table, &loc, idx, status.clone()))
                 .collect()
         };
         let mut client = match self.tablet_client(&addr) {
@@ -203,7 +190,7 @@ impl Client {
                 return all_failed(tablets, s);
             }
             if a.code != 0 {
-                failed[r] = Some(multi_status(&a));
+                failed[r] = Some(tablet::server::convert::multi_status(&a));
             }
             rows[r].extend(a.rows);
             done[r] |= a.done;
@@ -216,18 +203,26 @@ impl Client {
                     (!done).then(|| tonic::Status::internal("ReadRowsMulti left a read unfinished"))
                 });
                 match failed {
-                    Some(status) => {
-                        if decide("read_rows_by_key", &status, true)
-                            == (Decision::Retry { relocate: true })
-                        {
-                            self.forget(table, &loc);
-                        }
-                        Err((idx, status))
-                    }
+                    Some(status) => self.failed_read(table, &loc, idx, status),
                     None => Ok(match_rows(&idx, keys, rows)),
                 }
             })
             .collect()
+    }
+
+    /// A tablet's read failed with `status`: its cached location is dropped when the
+    /// failure says to look the tablet up again, and its keys go back for a retry.
+    fn failed_read(
+        &self,
+        table: &str,
+        loc: &Location,
+        idx: Vec<usize>,
+        status: tonic::Status,
+    ) -> GroupResult {
+        if decide("read_rows_by_key", &status, true) == (Decision::Retry { relocate: true }) {
+            self.forget(table, loc);
+        }
+        Err((idx, status))
     }
 }
 
@@ -247,15 +242,4 @@ fn match_rows(idx: &[usize], keys: &[Vec<u8>], rows: Vec<pb::Row>) -> Vec<(usize
         }
     }
     found
-}
-
-/// The status a failed read of a `ReadRowsMulti` stands for (as `ReadRows` would send it).
-fn multi_status(a: &pb::ReadRowsMultiResponse) -> tonic::Status {
-    let mut s = tonic::Status::new(tonic::Code::from(a.code), a.message.clone());
-    if !a.routing.is_empty() {
-        if let Ok(v) = a.routing.parse() {
-            s.metadata_mut().insert(crate::retry::ERROR_KEY, v);
-        }
-    }
-    s
 }

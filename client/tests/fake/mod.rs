@@ -375,19 +375,7 @@ impl Tablet for FakeServer {
         for (i, read) in r.reads.into_iter().enumerate() {
             let keys: Vec<&[u8]> = read.rows.iter().map(|k| k.as_slice()).collect();
             let msg = match self.admit("read_rows_multi", &read.tablet, &keys) {
-                Err(s) => pb::ReadRowsMultiResponse {
-                    read: i as u32,
-                    done: true,
-                    code: s.code() as i32,
-                    message: s.message().to_string(),
-                    routing: s
-                        .metadata()
-                        .get(client::retry::ERROR_KEY)
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or_default()
-                        .to_string(),
-                    ..Default::default()
-                },
+                Err(s) => tablet::server::convert::multi_failure(i as u32, &s),
                 Ok(_) => {
                     let req = pb::ReadRowsRequest {
                         tablet: read.tablet.clone(),

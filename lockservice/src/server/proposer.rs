@@ -89,10 +89,7 @@ impl Proposer {
         // without the hop through the proposer task (a lone client's case).
         if self.queued.load(Ordering::SeqCst) == 0 {
             if let Ok(_slot) = self.slots.clone().try_acquire_owned() {
-                return match self.raft.client_write(cmd).await {
-                    Ok(resp) => resp.data.result,
-                    Err(e) => Err((self.map_err)(e)),
-                };
+                return propose_one(&self.raft, cmd, &*self.map_err).await;
             }
         }
         let (tx, rx) = oneshot::channel();
@@ -150,6 +147,18 @@ async fn run(
     }
 }
 
+/// Proposes `cmd` as an entry of its own and returns its result.
+async fn propose_one(
+    raft: &Raft,
+    cmd: Command,
+    map_err: &(dyn Fn(WriteError) -> Error + Send + Sync),
+) -> Result<Reply> {
+    match raft.client_write(cmd).await {
+        Ok(resp) => resp.data.result,
+        Err(e) => Err(map_err(e)),
+    }
+}
+
 async fn commit(
     raft: &Raft,
     mut batch: Vec<(Command, Waiter)>,
@@ -157,11 +166,7 @@ async fn commit(
 ) {
     if batch.len() == 1 {
         let (cmd, waiter) = batch.pop().expect("one command");
-        let result = match raft.client_write(cmd).await {
-            Ok(resp) => resp.data.result,
-            Err(e) => Err(map_err(e)),
-        };
-        let _ = waiter.send(result);
+        let _ = waiter.send(propose_one(raft, cmd, map_err).await);
         return;
     }
     let (cmds, waiters): (Vec<Command>, Vec<Waiter>) = batch.into_iter().unzip();

@@ -221,3 +221,33 @@ pub fn schema(json: &str) -> Result<Schema, Status> {
 pub fn now_micros() -> Timestamp {
     (crate::tablet::system_wall_clock())()
 }
+
+/// The answer that fails read `read` of a `ReadRowsMulti` with `s` (its code, message and
+/// routing tag, as a `ReadRows` would have failed).
+pub fn multi_failure(read: u32, s: &Status) -> pb::ReadRowsMultiResponse {
+    pb::ReadRowsMultiResponse {
+        read,
+        rows: vec![],
+        done: true,
+        code: s.code() as i32,
+        message: s.message().to_string(),
+        routing: s
+            .metadata()
+            .get(ERROR_KEY)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string(),
+    }
+}
+
+/// The status a failed read of a `ReadRowsMulti` stands for (the inverse of
+/// [`multi_failure`]).
+pub fn multi_status(a: &pb::ReadRowsMultiResponse) -> Status {
+    let mut s = Status::new(Code::from(a.code), a.message.clone());
+    if let Ok(v) = a.routing.parse() {
+        if !a.routing.is_empty() {
+            s.metadata_mut().insert(ERROR_KEY, v);
+        }
+    }
+    s
+}

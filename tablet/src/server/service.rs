@@ -415,19 +415,6 @@ impl pb::tablet_server::Tablet for TabletService {
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let shared = Arc::clone(&self.s);
         tokio::task::spawn_blocking(move || {
-            let failed = |read: u32, s: Status| pb::ReadRowsMultiResponse {
-                read,
-                rows: vec![],
-                done: true,
-                code: s.code() as i32,
-                message: s.message().to_string(),
-                routing: s
-                    .metadata()
-                    .get(convert::ERROR_KEY)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default()
-                    .to_string(),
-            };
             // Checked before every message: nothing read after the lease ended leaves.
             let send = |msg: pb::ReadRowsMultiResponse| -> bool {
                 if !shared.may_serve() {
@@ -441,7 +428,7 @@ impl pb::tablet_server::Tablet for TabletService {
                 let (loaded, keys) = match job {
                     Ok(j) => j,
                     Err(s) => {
-                        if !send(failed(read, s)) {
+                        if !send(convert::multi_failure(read, &s)) {
                             return;
                         }
                         continue;
@@ -475,7 +462,7 @@ impl pb::tablet_server::Tablet for TabletService {
                     }
                 }
                 let last = match error {
-                    Some(s) => failed(read, s),
+                    Some(s) => convert::multi_failure(read, &s),
                     None => pb::ReadRowsMultiResponse {
                         read,
                         rows,
