@@ -104,6 +104,36 @@ fn cluster_zombie_tablet_server_never_serves_stale_data() {
         stale.as_ref().is_none_or(|m| m.rows.is_empty()),
         "the zombie served a read after its lease: {stale:?}"
     );
+    // Nor through a multi-tablet read (the multi-get's path when a server holds several
+    // tablets of the table): no answer of it may carry a row.
+    let stale_multi = rt.block_on(async {
+        let mut t = TabletClient::connect(format!("http://{victim_addr}"))
+            .await
+            .ok()?;
+        let req = tablet::pb::ReadRowsMultiRequest {
+            reads: vec![tablet::pb::read_rows_multi_request::TabletRows {
+                tablet: Some(tablet::pb::TabletRef {
+                    table: "z".into(),
+                    tablet_id: tablets[0].tablet_id,
+                }),
+                rows: rows.iter().map(|r| r.as_bytes().to_vec()).collect(),
+            }],
+            ..Default::default()
+        };
+        let mut s = t.read_rows_multi(req).await.ok()?.into_inner();
+        let mut answers = Vec::new();
+        while let Ok(Some(m)) = s.message().await {
+            answers.push(m);
+        }
+        Some(answers)
+    });
+    assert!(
+        stale_multi
+            .iter()
+            .flatten()
+            .all(|m| m.rows.is_empty() && m.code != 0),
+        "the zombie served a multi-read after its lease: {stale_multi:?}"
+    );
 
     // It exits on its own (lost session or deleted server file).
     let mut victim = victim;
