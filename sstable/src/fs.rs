@@ -13,7 +13,7 @@
 //!   and will report success for the retry).
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -58,6 +58,18 @@ pub trait Fs: Send + Sync + 'static {
     fn create(&self, path: &Path) -> Result<Box<dyn WritableFile>>;
     /// Opens an existing file for appending at its end.
     fn open_append(&self, path: &Path) -> Result<Box<dyn WritableFile>>;
+    /// Opens an existing file for writing from `offset` on: the writer's appends overwrite
+    /// the bytes there (a preallocated file's zeros) and extend the file past its end, and
+    /// its `len()` counts from `offset`. Overwritten bytes are durable only after `sync`,
+    /// like appended ones. An `Fs` that cannot write in place says so with
+    /// [`Error::InvalidArgument`].
+    fn open_at(&self, path: &Path, offset: u64) -> Result<Box<dyn WritableFile>> {
+        let _ = offset;
+        Err(Error::InvalidArgument(format!(
+            "{}: this file system cannot write in place",
+            path.display()
+        )))
+    }
     /// Opens an existing file for positional reads.
     fn open(&self, path: &Path) -> Result<Arc<dyn RandomAccessFile>>;
     /// Renames `from` to `to`, replacing `to` atomically.
@@ -279,6 +291,16 @@ impl Fs for RealFs {
         Ok(Box::new(RealWritable::new(path, file, len)))
     }
 
+    fn open_at(&self, path: &Path, offset: u64) -> Result<Box<dyn WritableFile>> {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(|e| Error::io("open", path, e))?;
+        file.seek(SeekFrom::Start(offset))
+            .map_err(|e| Error::io("seek", path, e))?;
+        Ok(Box::new(RealWritable::new(path, file, offset)))
+    }
+
     fn open(&self, path: &Path) -> Result<Arc<dyn RandomAccessFile>> {
         let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
         let len = file
@@ -357,6 +379,22 @@ mod tests {
         fs.write_atomic(&p, b"two!").unwrap();
         assert_eq!(fs.read_all(&p).unwrap(), b"two!");
         assert_eq!(fs.list_dir(dir.path()).unwrap(), vec!["f".to_string()]);
+    }
+
+    #[test]
+    fn open_at_overwrites_in_place_and_extends() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = RealFs;
+        let p = dir.path().join("f");
+        let mut w = fs.create(&p).unwrap();
+        w.append(&[0u8; 6]).unwrap();
+        w.sync().unwrap();
+        let mut w = fs.open_at(&p, 4).unwrap();
+        assert_eq!(w.len(), 4);
+        w.append(b"abcd").unwrap();
+        w.sync().unwrap();
+        assert_eq!(w.len(), 8);
+        assert_eq!(fs.read_all(&p).unwrap(), b"\0\0\0\0abcd");
     }
 
     #[test]

@@ -285,3 +285,47 @@ fn reads_past_the_end_are_errors_and_missing_files_are_not_found() {
         Err(Error::InvalidArgument(_))
     ));
 }
+
+#[test]
+fn writes_in_place_are_durable_only_after_sync() {
+    let fs = fs_with_dir();
+    let mut f = fs.create(p("/d/f")).unwrap();
+    f.append(&[0u8; 8]).unwrap();
+    f.sync().unwrap();
+    fs.sync_dir(p("/d")).unwrap();
+    // Overwrite two zeros and run four bytes past the end.
+    let mut w = fs.open_at(p("/d/f"), 6).unwrap();
+    assert_eq!(w.len(), 6);
+    w.append(b"abcdef").unwrap();
+    assert_eq!(w.len(), 12);
+    assert_eq!(fs.read_all(p("/d/f")).unwrap(), b"\0\0\0\0\0\0abcdef");
+    fs.power_cut();
+    assert_eq!(fs.read_all(p("/d/f")).unwrap(), [0u8; 8]);
+
+    let mut w = fs.open_at(p("/d/f"), 2).unwrap();
+    w.append(b"xy").unwrap();
+    w.sync().unwrap();
+    w.append(b"z").unwrap();
+    fs.power_cut();
+    assert_eq!(fs.read_all(p("/d/f")).unwrap(), b"\0\0xy\0\0\0\0");
+}
+
+#[test]
+fn a_failed_sync_loses_bytes_written_in_place() {
+    let fs = fs_with_dir();
+    let mut f = fs.create(p("/d/f")).unwrap();
+    f.append(b"........").unwrap();
+    f.sync().unwrap();
+    fs.sync_dir(p("/d")).unwrap();
+    let mut w = fs.open_at(p("/d/f"), 2).unwrap();
+    w.append(b"ab").unwrap();
+    fs.inject(Fault::SyncFails {
+        path: "/d/f".into(),
+        times: 1,
+    });
+    assert_eq!(os_code(&w.sync().unwrap_err()), Some(5));
+    // A retried sync "succeeds", but the bytes it covered reach the disk as zeros.
+    w.sync().unwrap();
+    fs.power_cut();
+    assert_eq!(fs.read_all(p("/d/f")).unwrap(), b"..\0\0....");
+}

@@ -15,6 +15,8 @@ struct FaultWritable {
     path: PathBuf,
     ino: Ino,
     epoch: u64,
+    /// Where the next bytes go when opened with `open_at` (else at the end).
+    at: Option<usize>,
 }
 
 impl FaultWritable {
@@ -29,18 +31,25 @@ impl FaultWritable {
 
 impl WritableFile for FaultWritable {
     fn append(&mut self, data: &[u8]) -> Result<()> {
-        let (path, ino) = (self.path.clone(), self.ino);
-        self.with_file("append", |st| {
+        let (path, ino, at) = (self.path.clone(), self.ino, self.at);
+        let (take, result) = self.with_file("append", |st| {
             let limit = st.space_limit(&path, data.len() as u64);
             let take = limit.map_or(data.len(), |n| n as usize);
             st.counters.bytes_written += take as u64;
             let f = st.file_mut(ino).expect("checked");
-            f.data.extend_from_slice(&data[..take]);
-            match limit {
-                Some(_) => Err(Error::io("append", &path, os_err(ENOSPC))),
-                None => Ok(()),
+            match at {
+                Some(at) => f.write_at(at, &data[..take]),
+                None => f.data.extend_from_slice(&data[..take]),
             }
-        })
+            Ok(match limit {
+                Some(_) => (take, Err(Error::io("append", &path, os_err(ENOSPC)))),
+                None => (take, Ok(())),
+            })
+        })?;
+        if let Some(at) = &mut self.at {
+            *at += take;
+        }
+        result
     }
 
     fn flush(&mut self) -> Result<()> {
@@ -64,6 +73,9 @@ impl WritableFile for FaultWritable {
     }
 
     fn len(&self) -> u64 {
+        if let Some(at) = self.at {
+            return at as u64;
+        }
         let mut st = self.fs.state.lock();
         st.file_mut(self.ino).map_or(0, |f| f.data.len() as u64)
     }
@@ -109,7 +121,12 @@ impl RandomAccessFile for FaultRandom {
 }
 
 impl FaultFs {
-    fn open_writable(&self, path: &Path, truncate: bool) -> Result<Box<dyn WritableFile>> {
+    fn open_writable(
+        &self,
+        path: &Path,
+        truncate: bool,
+        at: Option<u64>,
+    ) -> Result<Box<dyn WritableFile>> {
         let mut st = self.state.lock();
         let ino = match st.lookup(path)? {
             Some(ino) if st.file_mut(ino).is_some() => {
@@ -119,6 +136,7 @@ impl FaultFs {
                     f.data.clear();
                     f.durable.clear();
                     f.lost.clear();
+                    f.dirty = None;
                 }
                 ino
             }
@@ -141,6 +159,7 @@ impl FaultFs {
             path: path.to_owned(),
             ino,
             epoch: st.epoch,
+            at: at.map(|a| a as usize),
         }))
     }
 
@@ -179,11 +198,17 @@ fn clear_tree(st: &mut State, ino: Ino) {
 
 impl Fs for FaultFs {
     fn create(&self, path: &Path) -> Result<Box<dyn WritableFile>> {
-        self.open_writable(path, true)
+        self.open_writable(path, true, None)
     }
 
     fn open_append(&self, path: &Path) -> Result<Box<dyn WritableFile>> {
-        self.open_writable(path, false)
+        self.open_writable(path, false, None)
+    }
+
+    fn open_at(&self, path: &Path, offset: u64) -> Result<Box<dyn WritableFile>> {
+        let offset = usize::try_from(offset)
+            .map_err(|_| Error::InvalidArgument(format!("offset {offset} too large")))?;
+        self.open_writable(path, false, Some(offset as u64))
     }
 
     fn open(&self, path: &Path) -> Result<Arc<dyn RandomAccessFile>> {

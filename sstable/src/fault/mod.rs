@@ -150,10 +150,14 @@ pub struct FaultCounters {
 struct FileNode {
     /// What readers see now.
     data: Vec<u8>,
-    /// What survives a power cut: always a prefix of `data` except in `lost` ranges.
+    /// What survives a power cut: a prefix of `data` except in `lost` ranges and in
+    /// `dirty`.
     durable: Vec<u8>,
     /// Byte ranges whose sync failed: they reach the disk as zeros.
     lost: Vec<Range<usize>>,
+    /// Bytes of the durable prefix overwritten in place ([`crate::fs::Fs::open_at`])
+    /// since the last sync: the durable copy still holds the old bytes there.
+    dirty: Option<Range<usize>>,
 }
 
 impl FileNode {
@@ -162,6 +166,12 @@ impl FileNode {
         let from = self.durable.len().min(self.data.len());
         self.durable.truncate(from);
         self.durable.extend_from_slice(&self.data[from..]);
+        if let Some(r) = self.dirty.take() {
+            let end = r.end.min(from);
+            if r.start < end {
+                self.durable[r.start..end].copy_from_slice(&self.data[r.start..end]);
+            }
+        }
         for r in &self.lost {
             let end = r.end.min(self.durable.len());
             if r.start < end {
@@ -170,11 +180,31 @@ impl FileNode {
         }
     }
 
-    /// A failed sync: the bytes past the durable prefix are lost.
+    /// A failed sync: the bytes past the durable prefix, and those overwritten in it, are
+    /// lost.
     fn lose_unsynced(&mut self) {
         let start = self.durable.len();
         if start < self.data.len() {
             self.lost.push(start..self.data.len());
+        }
+        if let Some(r) = &self.dirty {
+            self.lost.push(r.clone());
+        }
+    }
+
+    /// Writes `bytes` at `at`, zero-filling any gap past the end.
+    fn write_at(&mut self, at: usize, bytes: &[u8]) {
+        let end = at + bytes.len();
+        if self.data.len() < end {
+            self.data.resize(end, 0);
+        }
+        self.data[at..end].copy_from_slice(bytes);
+        let inside = end.min(self.durable.len());
+        if at < inside {
+            self.dirty = Some(match self.dirty.take() {
+                Some(d) => d.start.min(at)..d.end.max(inside),
+                None => at..inside,
+            });
         }
     }
 }
@@ -374,6 +404,7 @@ impl FaultFs {
                 Node::File(f) => {
                     f.data = f.durable.clone();
                     f.lost.clear();
+                    f.dirty = None;
                 }
                 Node::Dir(d) => d.live = d.durable.clone(),
             }

@@ -133,6 +133,10 @@ impl Fs for SyncHookFs {
         Ok(self.wrap(self.inner.open_append(path)?))
     }
 
+    fn open_at(&self, path: &Path, offset: u64) -> Result<Box<dyn WritableFile>> {
+        Ok(self.wrap(self.inner.open_at(path, offset)?))
+    }
+
     fn open(&self, path: &Path) -> Result<Arc<dyn RandomAccessFile>> {
         self.inner.open(path)
     }

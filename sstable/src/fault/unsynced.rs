@@ -20,6 +20,9 @@
 //!   hard-linked into the shadow directory, so the old name stays on disk until the sync.
 //!   Paths resolve through the overlay: [`Fs::list_dir`], [`Fs::exists`] and
 //!   [`Fs::open`] see the process's own changes at once.
+//! - **Writes in place** ([`Fs::open_at`], into a preallocated file) are kept as patches
+//!   beside the tail, in order; `sync` writes them to the real file before the tail, and
+//!   readers see them over the file's bytes.
 //! - **Truncate** is durable at once, as in `RealFs`.
 //! - **Inode numbers are reused.** Buffered bytes are keyed by inode, and the kernel gives
 //!   a freed inode's number to the next new file; so the state of an inode is dropped the
@@ -57,6 +60,42 @@ struct Pending {
     durable: u64,
     /// Appended since the last sync: only in this process's memory.
     bytes: Vec<u8>,
+    /// Writes in place ([`Fs::open_at`]) over the real file's bytes since the last sync,
+    /// in order: only in this process's memory.
+    patches: Vec<(u64, Vec<u8>)>,
+}
+
+impl Pending {
+    /// Writes `data` at `at`: over the real file's bytes as a patch, past them into the
+    /// tail (zero-filling any gap).
+    fn write_at(&mut self, mut at: u64, mut data: &[u8]) {
+        if at < self.durable {
+            let n = usize::try_from(self.durable - at).map_or(data.len(), |n| n.min(data.len()));
+            self.patches.push((at, data[..n].to_vec()));
+            at += n as u64;
+            data = &data[n..];
+        }
+        if data.is_empty() {
+            return;
+        }
+        let off = (at - self.durable) as usize;
+        if self.bytes.len() < off + data.len() {
+            self.bytes.resize(off + data.len(), 0);
+        }
+        self.bytes[off..off + data.len()].copy_from_slice(data);
+    }
+}
+
+/// Copies the parts of `patches` that fall in `[offset, offset + buf.len())` into `buf`.
+fn overlay(buf: &mut [u8], offset: u64, patches: &[(u64, Vec<u8>)]) {
+    let end = offset + buf.len() as u64;
+    for (at, bytes) in patches {
+        let (from, to) = ((*at).max(offset), (at + bytes.len() as u64).min(end));
+        if from < to {
+            let src = &bytes[(from - at) as usize..(to - at) as usize];
+            buf[(from - offset) as usize..(to - offset) as usize].copy_from_slice(src);
+        }
+    }
 }
 
 type SharedPending = Arc<Mutex<Pending>>;
@@ -174,6 +213,7 @@ impl UnsyncedFs {
                 Arc::new(Mutex::new(Pending {
                     durable: meta.len(),
                     bytes: Vec::new(),
+                    patches: Vec::new(),
                 }))
             })
             .clone()
@@ -224,6 +264,7 @@ impl UnsyncedFs {
         path: &Path,
         backing: &Path,
         created: bool,
+        at: Option<u64>,
     ) -> Result<Unsynced> {
         let file = OpenOptions::new()
             .write(true)
@@ -237,6 +278,7 @@ impl UnsyncedFs {
             path: path.to_owned(),
             file,
             pending: Self::pending_of(st, &meta),
+            at,
         })
     }
 
@@ -264,11 +306,20 @@ struct Unsynced {
     path: PathBuf,
     file: File,
     pending: SharedPending,
+    /// Where the next bytes go when opened with `open_at` (else at the end).
+    at: Option<u64>,
 }
 
 impl WritableFile for Unsynced {
     fn append(&mut self, data: &[u8]) -> Result<()> {
-        self.pending.lock().bytes.extend_from_slice(data);
+        let mut p = self.pending.lock();
+        match &mut self.at {
+            None => p.bytes.extend_from_slice(data),
+            Some(at) => {
+                p.write_at(*at, data);
+                *at += data.len() as u64;
+            }
+        }
         Ok(())
     }
 
@@ -278,6 +329,11 @@ impl WritableFile for Unsynced {
 
     fn sync(&mut self) -> Result<()> {
         let mut p = self.pending.lock();
+        for (at, bytes) in &p.patches {
+            self.file
+                .write_all_at(bytes, *at)
+                .map_err(|e| Error::io("write", &self.path, e))?;
+        }
         if !p.bytes.is_empty() {
             self.file
                 .write_all_at(&p.bytes, p.durable)
@@ -288,10 +344,14 @@ impl WritableFile for Unsynced {
             .map_err(|e| Error::io("sync", &self.path, e))?;
         p.durable += p.bytes.len() as u64;
         p.bytes.clear();
+        p.patches.clear();
         Ok(())
     }
 
     fn len(&self) -> u64 {
+        if let Some(at) = self.at {
+            return at;
+        }
         let p = self.pending.lock();
         p.durable + p.bytes.len() as u64
     }
@@ -303,6 +363,7 @@ struct Reader {
     file: File,
     durable: u64,
     tail: Vec<u8>,
+    patches: Vec<(u64, Vec<u8>)>,
 }
 
 impl RandomAccessFile for Reader {
@@ -326,6 +387,7 @@ impl RandomAccessFile for Reader {
             let t = (offset + from_file as u64 - self.durable) as usize;
             buf[from_file..].copy_from_slice(&self.tail[t..t + len - from_file]);
         }
+        overlay(&mut buf, offset, &self.patches);
         Ok(buf)
     }
 
@@ -348,7 +410,7 @@ impl Fs for UnsyncedFs {
         let backing = self.new_shadow_path();
         File::create(&backing).map_err(|e| Error::io("create", path, e))?;
         let mut st = self.st.lock();
-        let w = self.open_writable(&mut st, path, &backing, true)?;
+        let w = self.open_writable(&mut st, path, &backing, true, None)?;
         Self::set_present(&mut st, &dir, &name, backing)?;
         Ok(Box::new(w))
     }
@@ -357,8 +419,20 @@ impl Fs for UnsyncedFs {
         let mut st = self.st.lock();
         let backing = Self::resolve(&st, path)?.backing(path)?;
         Ok(Box::new(
-            self.open_writable(&mut st, path, &backing, false)?,
+            self.open_writable(&mut st, path, &backing, false, None)?,
         ))
+    }
+
+    fn open_at(&self, path: &Path, offset: u64) -> Result<Box<dyn WritableFile>> {
+        let mut st = self.st.lock();
+        let backing = Self::resolve(&st, path)?.backing(path)?;
+        Ok(Box::new(self.open_writable(
+            &mut st,
+            path,
+            &backing,
+            false,
+            Some(offset),
+        )?))
     }
 
     fn open(&self, path: &Path) -> Result<Arc<dyn RandomAccessFile>> {
@@ -366,12 +440,12 @@ impl Fs for UnsyncedFs {
         let backing = Self::resolve(&st, path)?.backing(path)?;
         let file = File::open(&backing).map_err(|e| Error::io("open", path, e))?;
         let meta = file.metadata().map_err(|e| Error::io("stat", path, e))?;
-        let (durable, tail) = match st.pending.get(&key_of(&meta)) {
+        let (durable, tail, patches) = match st.pending.get(&key_of(&meta)) {
             Some(p) => {
                 let p = p.lock();
-                (p.durable, p.bytes.clone())
+                (p.durable, p.bytes.clone(), p.patches.clone())
             }
-            None => (meta.len(), Vec::new()),
+            None => (meta.len(), Vec::new(), Vec::new()),
         };
         drop(st);
         Ok(Arc::new(Reader {
@@ -379,6 +453,7 @@ impl Fs for UnsyncedFs {
             file,
             durable,
             tail,
+            patches,
         }))
     }
 
@@ -526,6 +601,12 @@ impl Fs for UnsyncedFs {
         let meta = file.metadata().map_err(|e| Error::io("stat", path, e))?;
         if let Some(p) = st.pending.get(&key_of(&meta)) {
             let mut p = p.lock();
+            for (at, bytes) in std::mem::take(&mut p.patches) {
+                let keep = usize::try_from(len.saturating_sub(at))
+                    .map_or(bytes.len(), |n| n.min(bytes.len()));
+                file.write_all_at(&bytes[..keep], at)
+                    .map_err(|e| Error::io("truncate", path, e))?;
+            }
             if len > p.durable {
                 let keep = ((len - p.durable) as usize).min(p.bytes.len());
                 file.write_all_at(&p.bytes[..keep], p.durable)

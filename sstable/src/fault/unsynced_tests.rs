@@ -274,3 +274,32 @@ fn a_freed_inode_number_reused_by_a_new_file_starts_empty() {
     fs.remove_dir_all(&sub).unwrap();
     assert!(!fs.st.lock().pending.contains_key(&key));
 }
+
+#[test]
+fn writes_in_place_are_patches_until_sync() {
+    let s = setup();
+    let fs = UnsyncedFs::new(&s.shadow).unwrap();
+    let p = s.data.join("log");
+    let mut w = fs.create(&p).unwrap();
+    fs.sync_dir(&s.data).unwrap();
+    w.append(&[0u8; 8]).unwrap();
+    w.sync().unwrap();
+    // In place over the durable zeros, then past the end.
+    let mut w = fs.open_at(&p, 6).unwrap();
+    w.append(b"abcd").unwrap();
+    assert_eq!(w.len(), 10);
+    assert_eq!(fs.read_all(&p).unwrap(), b"\0\0\0\0\0\0abcd");
+    assert_eq!(fs.file_size(&p).unwrap(), 10);
+    assert_eq!(fs.open(&p).unwrap().read_at(5, 3).unwrap(), b"\0ab");
+    drop((w, fs));
+    assert_eq!(on_disk(&p).unwrap(), [0u8; 8]);
+
+    let fs = UnsyncedFs::new(&s.shadow).unwrap();
+    let mut w = fs.open_at(&p, 2).unwrap();
+    w.append(b"xy").unwrap();
+    w.sync().unwrap();
+    w.append(b"z").unwrap();
+    assert_eq!(fs.read_all(&p).unwrap(), b"\0\0xyz\0\0\0");
+    drop((w, fs));
+    assert_eq!(on_disk(&p).unwrap(), b"\0\0xy\0\0\0\0");
+}
