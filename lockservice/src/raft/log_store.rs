@@ -19,6 +19,24 @@
 //! the directory synced, and `log-N` removed. A crash at any point leaves either the old or
 //! the new complete file as the highest-numbered one.
 //!
+//! ## Preallocation
+//!
+//! Every log file is made with 1 MiB of zeros after its records (`PREALLOC`), written
+//! and fsynced before the file is renamed into place, and records are written over those
+//! zeros in place (`Fs::open_at`). An fdatasync then flushes only data blocks: a file that
+//! grows with every append also needs a journal commit for its new length, which made each
+//! fsync about twice as slow on this project's machines (86 vs 55 µs, 165 vs 80 µs measured
+//! with a 200-byte append loop), and a Raft write waits for two fsyncs in a row (the
+//! leader's, then a follower's). etcd's WAL preallocates its segments the same way. When
+//! the next records would not fit in the zeros, the store moves to `log-(N+1)` as above,
+//! with room for them and another 1 MiB.
+//!
+//! The record log reads zeros where a record should start as the clean end
+//! (docs/format/log.md), so the zeros need no marker, and a crash that loses an unsynced
+//! write leaves zeros there. Replay continues writing right after the last complete record,
+//! over the zeros; a torn tail (bytes of an unsynced write that are not zeros) is cut off
+//! first, so the file is then full and the next write moves to a new file.
+//!
 //! ## Durability
 //!
 //! `append` writes the entries and fsyncs before calling openraft's `log_io_completed`;
@@ -53,6 +71,9 @@ use crate::error::{Error, Result};
 const MAX_RECORD: usize = 4 << 20;
 /// Rewrite the file when it holds this many dead records and more dead than live ones.
 const REWRITE_MIN_DEAD: usize = 64;
+/// Zeros written after the records of a new log file, for later records to overwrite (see
+/// "Preallocation" in the module doc).
+const PREALLOC: u64 = 1 << 20;
 
 /// One record of the log file.
 #[derive(Debug, Serialize, Deserialize)]
@@ -79,6 +100,10 @@ struct File {
     dir: PathBuf,
     number: u64,
     writer: LogWriter,
+    /// The file's length: records past it would grow the file.
+    allocated: u64,
+    /// Zeros to write after the records of the next file ([`PREALLOC`]).
+    prealloc: u64,
     /// Records in the current file that no longer describe a live entry.
     dead: usize,
 }
@@ -89,6 +114,8 @@ struct File {
 pub struct LogStore {
     mem: Arc<RwLock<Mem>>,
     file: Arc<Mutex<File>>,
+    /// Write and fsync on a blocking-pool thread ([`LogStore::io_off_runtime`]).
+    off_runtime: bool,
 }
 
 fn file_name(n: u64) -> String {
@@ -102,6 +129,12 @@ fn parse_name(name: &str) -> Option<u64> {
 impl LogStore {
     /// Opens (or creates) the log in `dir`, replaying it into memory.
     pub fn open(fs: Arc<dyn Fs>, dir: &Path) -> Result<LogStore> {
+        Self::open_with(fs, dir, PREALLOC)
+    }
+
+    /// [`LogStore::open`] with `prealloc` bytes of zeros after the records of each new
+    /// file (tests use a few hundred bytes to move between files often).
+    fn open_with(fs: Arc<dyn Fs>, dir: &Path, prealloc: u64) -> Result<LogStore> {
         // A power cut before the directory's entry is durable would drop the vote and the
         // acknowledged log with it (found by tests/sim.rs, seed 1).
         sstable::fs::create_dir_durably(&*fs, dir)?;
@@ -120,26 +153,38 @@ impl LogStore {
         }
         let path = dir.join(file_name(number));
         let mut mem = Mem::default();
-        let mut records = 0;
-        if fs.exists(&path) {
-            records = replay(&*fs, &path, &mut mem)?;
+        let (writer, allocated, records) = if fs.exists(&path) {
+            let (records, end) = replay(&*fs, &path, &mut mem)?;
+            let writer = LogWriter::new(fs.open_at(&path, end)?);
+            (writer, fs.file_size(&path)?, records)
         } else {
-            drop(fs.create(&path)?);
-            fs.sync_dir(dir)?;
-        }
-        let writer = LogWriter::new(fs.open_append(&path)?);
+            let (writer, allocated) = write_file(&*fs, &path, &[], prealloc)?;
+            (writer, allocated, 0)
+        };
         let dead = records.saturating_sub(mem.entries.len());
         let file = File {
             fs,
             dir: dir.to_owned(),
             number,
             writer,
+            allocated,
+            prealloc,
             dead,
         };
         Ok(LogStore {
             mem: Arc::new(RwLock::new(mem)),
             file: Arc::new(Mutex::new(file)),
+            off_runtime: false,
         })
+    }
+
+    /// Does the writes and fsyncs on tokio's blocking pool, so that the runtime's threads
+    /// (one, in `quarry lock-server`) go on serving RPCs and replication while the disk
+    /// works. Not under a paused clock (the simulation), which would advance time while
+    /// the fsync runs.
+    pub fn io_off_runtime(mut self) -> LogStore {
+        self.off_runtime = true;
+        self
     }
 
     /// The persisted vote (for tests and status).
@@ -157,13 +202,43 @@ impl LogStore {
             .or(m.last_purged.map(|l| l.index))
     }
 
+    /// Writes `records` with one append and one fsync, first moving to a new file when
+    /// they would not fit in the current one's zeros.
     fn write(&self, records: &[LogRecord]) -> Result<()> {
+        let encoded: Vec<Vec<u8>> = records.iter().map(encode).collect();
         let mut f = self.file.lock();
-        for r in records {
-            f.writer.add_record(&encode(r))?;
+        let need = framed_bound(&encoded);
+        if f.writer.offset() + need > f.allocated {
+            self.rewrite(&mut f, need)?;
         }
+        let parts: Vec<&[u8]> = encoded.iter().map(Vec::as_slice).collect();
+        f.writer.add_records(&parts)?;
         f.writer.sync()?;
         Ok(())
+    }
+
+    /// Makes `entries` readable and durable (`append` without openraft's callback).
+    async fn append_entries(&self, entries: Vec<Entry>) -> Result<()> {
+        {
+            let mut m = self.mem.write();
+            for e in &entries {
+                m.entries.insert(e.log_id.index, e.clone());
+            }
+        }
+        let records: Vec<LogRecord> = entries.into_iter().map(LogRecord::Entry).collect();
+        self.write_io(records).await
+    }
+
+    /// [`LogStore::write`], on the blocking pool when [`LogStore::io_off_runtime`] was
+    /// chosen.
+    async fn write_io(&self, records: Vec<LogRecord>) -> Result<()> {
+        if !self.off_runtime {
+            return self.write(&records);
+        }
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || me.write(&records))
+            .await
+            .map_err(|e| Error::Storage(format!("raft log writer thread: {e}")))?
     }
 
     /// Rewrites the file compactly when dead records dominate it.
@@ -173,28 +248,25 @@ impl LogStore {
         if f.dead < REWRITE_MIN_DEAD || f.dead < live {
             return Ok(());
         }
-        let next = f.number + 1;
-        let path = f.dir.join(file_name(next));
-        let tmp = sstable::fs::tmp_path(&path);
-        let mut w = LogWriter::new(f.fs.create(&tmp)?);
+        self.rewrite(&mut f, 0)
+    }
+
+    /// Moves to `log-(N+1)`: the live state (vote, purge point, entries) and room for
+    /// `room` more bytes of records.
+    fn rewrite(&self, f: &mut File, room: u64) -> Result<()> {
+        let mut records = Vec::new();
         {
             let m = self.mem.read();
-            if let Some(v) = m.vote {
-                w.add_record(&encode(&LogRecord::Vote(v)))?;
-            }
-            if let Some(p) = m.last_purged {
-                w.add_record(&encode(&LogRecord::Purge(p)))?;
-            }
-            for e in m.entries.values() {
-                w.add_record(&encode(&LogRecord::Entry(e.clone())))?;
-            }
+            records.extend(m.vote.map(LogRecord::Vote));
+            records.extend(m.last_purged.map(LogRecord::Purge));
+            records.extend(m.entries.values().cloned().map(LogRecord::Entry));
         }
-        w.sync()?;
-        drop(w);
-        f.fs.rename(&tmp, &path)?;
-        f.fs.sync_dir(&f.dir)?;
+        let next = f.number + 1;
+        let path = f.dir.join(file_name(next));
+        let (writer, allocated) = write_file(&*f.fs, &path, &records, room + f.prealloc)?;
         let old = f.dir.join(file_name(f.number));
-        f.writer = LogWriter::new(f.fs.open_append(&path)?);
+        f.writer = writer;
+        f.allocated = allocated;
         f.number = next;
         f.dead = 0;
         f.fs.remove_file(&old)?;
@@ -203,9 +275,57 @@ impl LogStore {
     }
 }
 
-/// Replays one log file into `mem`; returns the number of records. A torn tail is cut off
-/// (durably) so later appends follow the last complete record.
-fn replay(fs: &dyn Fs, path: &Path, mem: &mut Mem) -> Result<usize> {
+/// An upper bound of the bytes `records` take in the record log: each fragment's header,
+/// a fragment per block crossed, and a block trailer.
+fn framed_bound(records: &[Vec<u8>]) -> u64 {
+    let block = sstable::log::BLOCK_SIZE as u64;
+    let header = sstable::log::HEADER_SIZE as u64;
+    records
+        .iter()
+        .map(|r| {
+            let len = r.len() as u64;
+            len + header * (len / (block - header) + 2) + header
+        })
+        .sum()
+}
+
+/// Makes the log file `path`: `records`, then `zeros` bytes of zeros, written to
+/// `path.tmp`, fsynced, renamed, and the directory fsynced. Returns a writer placed after
+/// the records, and the file's length.
+fn write_file(
+    fs: &dyn Fs,
+    path: &Path,
+    records: &[LogRecord],
+    zeros: u64,
+) -> Result<(LogWriter, u64)> {
+    let tmp = sstable::fs::tmp_path(path);
+    let mut w = LogWriter::new(fs.create(&tmp)?);
+    let encoded: Vec<Vec<u8>> = records.iter().map(encode).collect();
+    let parts: Vec<&[u8]> = encoded.iter().map(Vec::as_slice).collect();
+    w.add_records(&parts)?;
+    let end = w.offset();
+    w.sync()?;
+    drop(w);
+    let mut z = fs.open_append(&tmp)?;
+    let chunk = vec![0u8; 64 << 10];
+    let mut left = zeros;
+    while left > 0 {
+        let n = left.min(chunk.len() as u64);
+        z.append(&chunk[..n as usize])?;
+        left -= n;
+    }
+    z.sync()?;
+    drop(z);
+    fs.rename(&tmp, path)?;
+    fs.sync_dir(sstable::fs::parent_dir(path))?;
+    Ok((LogWriter::new(fs.open_at(path, end)?), end + zeros))
+}
+
+/// Replays one log file into `mem`; returns the number of records and the offset after
+/// the last complete one, where later records go. A torn tail is cut off (durably); a
+/// zero tail (the file's preallocated zeros, or a crash after the file grew but before its
+/// bytes were written) is kept and overwritten.
+fn replay(fs: &dyn Fs, path: &Path, mem: &mut Mem) -> Result<(usize, u64)> {
     let file = fs.open(path)?;
     let mut reader = LogReader::new(file, 0, None, MAX_RECORD);
     let mut n = 0;
@@ -232,15 +352,15 @@ fn replay(fs: &dyn Fs, path: &Path, mem: &mut Mem) -> Result<usize> {
             }
         }
     }
-    // Cut a torn tail, and also a zero-filled tail (a crash after the file grew but before
-    // its bytes were written reads as a clean end, not as a torn tail): later appends must
-    // follow the last complete record, or the next replay would find them after a hole.
-    let end = reader.torn_tail().unwrap_or_else(|| reader.end_offset());
-    if fs.file_size(path)? > end {
-        tracing::warn!(path = %path.display(), offset = end, "cutting a torn or zero tail off the raft log");
+    // Later records must follow the last complete one, or the next replay would find them
+    // after a hole. A torn tail is cut so that its bytes cannot outlive a shorter record
+    // written over them.
+    if let Some(end) = reader.torn_tail() {
+        tracing::warn!(path = %path.display(), offset = end, "cutting a torn tail off the raft log");
         fs.truncate(path, end)?;
+        return Ok((n, end));
     }
-    Ok(n)
+    Ok((n, reader.end_offset()))
 }
 
 fn io_err(e: Error) -> StorageError<NodeId> {
@@ -279,9 +399,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         &mut self,
         vote: &Vote<NodeId>,
     ) -> std::result::Result<(), StorageError<NodeId>> {
-        self.write(&[LogRecord::Vote(*vote)]).map_err(|e| {
-            StorageError::from(StorageIOError::write_vote(AnyError::error(e.to_string())))
-        })?;
+        self.write_io(vec![LogRecord::Vote(*vote)])
+            .await
+            .map_err(|e| {
+                StorageError::from(StorageIOError::write_vote(AnyError::error(e.to_string())))
+            })?;
         self.mem.write().vote = Some(*vote);
         Ok(())
     }
@@ -301,16 +423,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        let records: Vec<LogRecord> = entries.into_iter().map(LogRecord::Entry).collect();
-        {
-            let mut m = self.mem.write();
-            for r in &records {
-                if let LogRecord::Entry(e) = r {
-                    m.entries.insert(e.log_id.index, e.clone());
-                }
-            }
-        }
-        match self.write(&records) {
+        match self.append_entries(entries.into_iter().collect()).await {
             Ok(()) => {
                 callback.log_io_completed(Ok(()));
                 Ok(())
@@ -327,7 +440,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         &mut self,
         log_id: LogId<NodeId>,
     ) -> std::result::Result<(), StorageError<NodeId>> {
-        self.write(&[LogRecord::Truncate(log_id.index)])
+        self.write_io(vec![LogRecord::Truncate(log_id.index)])
+            .await
             .map_err(io_err)?;
         let removed = self.mem.write().entries.split_off(&log_id.index).len();
         self.file.lock().dead += removed + 1;
@@ -338,7 +452,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         &mut self,
         log_id: LogId<NodeId>,
     ) -> std::result::Result<(), StorageError<NodeId>> {
-        self.write(&[LogRecord::Purge(log_id)]).map_err(io_err)?;
+        self.write_io(vec![LogRecord::Purge(log_id)])
+            .await
+            .map_err(io_err)?;
         let removed = {
             let mut m = self.mem.write();
             let keep = m.entries.split_off(&(log_id.index + 1));
@@ -406,7 +522,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_zero_filled_tail_is_cut_off_so_later_records_are_not_stranded() {
+    async fn later_records_follow_the_last_complete_one_over_a_zero_tail() {
         let d = tempfile::tempdir().unwrap();
         let recs: Vec<_> = (1..=5).map(|i| LogRecord::Entry(entry(1, i))).collect();
         write_records(d.path(), 1, &recs);
@@ -421,16 +537,69 @@ mod tests {
         drop(f);
         let mut s = LogStore::open(RealFs::shared(), d.path()).unwrap();
         assert_eq!(entries(&mut s).await.len(), 5);
-        assert_eq!(
-            std::fs::metadata(&path).unwrap().len(),
-            full,
-            "zero tail not cut"
-        );
+        // The vote record goes over the zeros, right after entry 5, in the same file.
         s.save_vote(&vote(3)).await.unwrap();
         drop(s);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), full + 100);
         let s = LogStore::open(RealFs::shared(), d.path()).unwrap();
         assert_eq!(s.vote(), Some(vote(3)));
         assert_eq!(s.last_index(), Some(5));
+        assert_eq!(
+            RealFs.list_dir(d.path()).unwrap(),
+            vec![file_name(1)],
+            "moved to a new file"
+        );
+    }
+
+    #[tokio::test]
+    async fn records_fill_the_zeros_in_place_then_move_to_a_new_file() {
+        let d = tempfile::tempdir().unwrap();
+        let fs = RealFs::shared();
+        let s = LogStore::open_with(fs.clone(), d.path(), 300).unwrap();
+        let first = d.path().join(file_name(1));
+        assert_eq!(fs.file_size(&first).unwrap(), 300);
+        for i in 1..=5 {
+            s.append_entries(vec![entry(1, i)]).await.unwrap();
+        }
+        assert_eq!(fs.file_size(&first).unwrap(), 300, "the file grew");
+        for i in 6..=40 {
+            s.append_entries(vec![entry(1, i)]).await.unwrap();
+        }
+        let names = fs.list_dir(d.path()).unwrap();
+        assert_eq!(names.len(), 1, "{names:?}");
+        assert_ne!(names[0], file_name(1), "never moved to a new file");
+        drop(s);
+        let mut s = LogStore::open_with(fs, d.path(), 300).unwrap();
+        let want: Vec<(u64, u64)> = (1..=40).map(|i| (1, i)).collect();
+        assert_eq!(entries(&mut s).await, want);
+    }
+
+    /// Every acknowledged entry survives a power cut at any point, across moves to new
+    /// files, and a torn write over the zeros is cut off without taking any of them.
+    #[tokio::test]
+    async fn power_cuts_keep_every_acknowledged_record_over_preallocated_zeros() {
+        let fs = sstable::FaultFs::new();
+        let dir = Path::new("/raft");
+        let open = || LogStore::open_with(Arc::new(fs.clone()), dir, 200).unwrap();
+        let mut s = open();
+        for i in 1..=60u64 {
+            s.append_entries(vec![entry(1, i)]).await.unwrap();
+            if i % 7 == 0 {
+                // Bytes that reached the disk unsynced: a torn write after the last record.
+                let name = fs.list_dir(dir).unwrap().pop().unwrap();
+                let end = s.file.lock().writer.offset();
+                let mut w = fs.open_at(&dir.join(&name), end).unwrap();
+                w.append(&[0xA5; 9]).unwrap();
+                w.sync().unwrap();
+            }
+            if i % 5 == 0 || i % 7 == 0 {
+                drop(s);
+                fs.power_cut();
+                s = open();
+                let want: Vec<(u64, u64)> = (1..=i).map(|j| (1, j)).collect();
+                assert_eq!(entries(&mut s).await, want, "after {i}");
+            }
+        }
     }
 
     #[tokio::test]
@@ -486,10 +655,12 @@ mod tests {
         assert_eq!(before.first(), Some(&(4, 151)));
         assert_eq!(before.last(), Some(&(4, 190)));
         drop(s);
+        // One file, not the first: written without zeros after it (as before preallocation),
+        // it is left at the first write, and the purge rewrites compactly after that.
         let names = RealFs.list_dir(d.path()).unwrap();
-        assert_eq!(
-            names,
-            vec!["log-000002".to_string()],
+        assert_eq!(names.len(), 1, "{names:?}");
+        assert!(
+            parse_name(&names[0]).unwrap() > 1,
             "not rewritten: {names:?}"
         );
         let mut s = LogStore::open(RealFs::shared(), d.path()).unwrap();
