@@ -148,11 +148,20 @@
 //! - The state machine lives in memory; snapshots are whole copies (fine for a lock
 //!   service's size, not for large namespaces). The Raft log is kept in memory from the
 //!   last purge point and rewritten compactly when dead records dominate.
-//! - `append` fsyncs inline on openraft's core task. A writer thread that fsyncs once per
+//! - `append` writes and fsyncs before it returns. A writer thread that fsyncs once per
 //!   batch and calls the flush callback later cannot help in openraft 0.9: its core
 //!   (`RaftCore::append_to_log`) awaits that callback before it does anything else, so
 //!   appends stay one at a time either way (a writer thread was tried twice and backed
-//!   out; it only added a hop). Group commit therefore happens one layer up, in
+//!   out; it only added a hop). The same await is why a Raft write waits for two fsyncs
+//!   in a row, the leader's and then a follower's: the leader replicates only after its
+//!   own append returns, where etcd writes its WAL while the followers write theirs. With
+//!   a slow disk this chain is most of a single client's latency (measured in
+//!   benches/RESULTS.md). Two things shorten each link: the log file is preallocated
+//!   (records overwrite zeros, so an fdatasync flushes no metadata; see
+//!   [`raft::log_store`]), and `quarry lock-server` runs on one runtime thread while the
+//!   write and fsync go to tokio's blocking pool, so gRPC and replication keep that
+//!   thread during the fsync and no Raft step waits for a wake-up on another core.
+//!   Group commit happens one layer up, in
 //!   [`server::proposer`]: at most two proposals are in flight and the commands that queue
 //!   behind them go as one [`state::Command::Batch`] entry, applied command by command.
 //!   With 8 clients on 8 locks this took the group from about 1,400 to about 1,850
