@@ -232,11 +232,20 @@ impl LogStore {
     /// [`LogStore::write`], on the blocking pool when [`LogStore::io_off_runtime`] was
     /// chosen.
     async fn write_io(&self, records: Vec<LogRecord>) -> Result<()> {
+        self.io(move |s| s.write(&records)).await
+    }
+
+    /// Runs `f` (file writes and fsyncs) on the blocking pool when
+    /// [`LogStore::io_off_runtime`] was chosen, else here.
+    async fn io<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&LogStore) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
         if !self.off_runtime {
-            return self.write(&records);
+            return f(self);
         }
         let me = self.clone();
-        tokio::task::spawn_blocking(move || me.write(&records))
+        tokio::task::spawn_blocking(move || f(&me))
             .await
             .map_err(|e| Error::Storage(format!("raft log writer thread: {e}")))?
     }
@@ -464,7 +473,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             removed
         };
         self.file.lock().dead += removed + 1;
-        self.maybe_rewrite().map_err(io_err)
+        self.io(|s| s.maybe_rewrite()).await.map_err(io_err)
     }
 }
 
@@ -479,6 +488,35 @@ mod tests {
             log_id: LogId::new(CommittedLeaderId::new(term, 1), index),
             payload: EntryPayload::Blank,
         }
+    }
+
+    /// On one runtime thread, the log's writes and fsyncs (appends, a vote, a move to a
+    /// new file) leave that thread free: each fsync here waits for a task on it.
+    #[test]
+    fn log_fsyncs_leave_a_one_thread_runtime_free() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let d = tempfile::tempdir().unwrap();
+        let (fs, feeder) = crate::raft::test_fs::fs_needing_the_runtime();
+        rt.block_on(async {
+            let _feeder = tokio::spawn(feeder);
+            // Opening fsyncs from the caller (once, before serving): let the feeder run.
+            let dir = d.path().to_owned();
+            let s = tokio::task::spawn_blocking(move || LogStore::open_with(fs, &dir, 300))
+                .await
+                .unwrap()
+                .unwrap()
+                .io_off_runtime();
+            let mut s2 = s.clone();
+            s2.save_vote(&vote(2)).await.unwrap();
+            for i in 1..=20 {
+                s.append_entries(vec![entry(1, i)]).await.unwrap();
+            }
+            assert_eq!(s.last_index(), Some(20));
+            assert_eq!(s.vote(), Some(vote(2)));
+        });
     }
 
     fn write_records(dir: &Path, n: u64, records: &[LogRecord]) {

@@ -18,6 +18,8 @@
 pub mod log_store;
 pub mod network;
 pub mod sm_store;
+#[cfg(test)]
+mod test_fs;
 
 use std::time::Duration;
 

@@ -165,6 +165,9 @@ pub struct Shared {
 pub struct StateMachineStore {
     /// The shared part.
     pub shared: Arc<Shared>,
+    /// Write snapshot files on tokio's blocking pool
+    /// ([`StateMachineStore::io_off_runtime`]).
+    off_runtime: bool,
 }
 
 impl StateMachineStore {
@@ -201,7 +204,19 @@ impl StateMachineStore {
         };
         Ok(StateMachineStore {
             shared: Arc::new(shared),
+            off_runtime: false,
         })
+    }
+
+    /// Writes snapshot files (two fsyncs and a rename) on tokio's blocking pool, so that a
+    /// replica on one runtime thread (`quarry lock-server`) goes on sending heartbeats
+    /// meanwhile: a stall of that thread longer than the followers' failure detector
+    /// would depose a healthy leader, and a new leader extends every session by a full
+    /// lease. Not under a paused clock (the simulation), as for
+    /// [`crate::raft::log_store::LogStore::io_off_runtime`].
+    pub fn io_off_runtime(mut self) -> StateMachineStore {
+        self.off_runtime = true;
+        self
     }
 
     fn apply_one(&self, entry: Entry) -> Applied {
@@ -227,11 +242,19 @@ impl StateMachineStore {
         applied
     }
 
-    fn write_snapshot(&self, file: &SnapshotFile) -> Result<Vec<u8>> {
-        let bytes = encode_snapshot(file);
-        let sh = &self.shared;
-        sh.fs.write_atomic(&sh.snapshot_path, &bytes)?;
-        Ok(bytes)
+    /// Replaces the snapshot file with `bytes` (on the blocking pool when chosen).
+    async fn store_snapshot(&self, bytes: Vec<u8>) -> Result<Vec<u8>> {
+        let sh = self.shared.clone();
+        let write = move || -> Result<Vec<u8>> {
+            sh.fs.write_atomic(&sh.snapshot_path, &bytes)?;
+            Ok(bytes)
+        };
+        if !self.off_runtime {
+            return write();
+        }
+        tokio::task::spawn_blocking(write)
+            .await
+            .map_err(|e| Error::Storage(format!("snapshot writer thread: {e}")))?
     }
 }
 
@@ -267,7 +290,10 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
                 state: d.state.clone(),
             }
         };
-        let bytes = self.write_snapshot(&file).map_err(snap_err)?;
+        let bytes = self
+            .store_snapshot(encode_snapshot(&file))
+            .await
+            .map_err(snap_err)?;
         Ok(Snapshot {
             meta: file.meta,
             snapshot: Box::new(Cursor::new(bytes)),
@@ -324,10 +350,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 AnyError::error(e.to_string()),
             ))
         })?;
+        self.store_snapshot(bytes).await.map_err(snap_err)?;
         let sh = &self.shared;
-        sh.fs
-            .write_atomic(&sh.snapshot_path, &bytes)
-            .map_err(|e| snap_err(e.into()))?;
         let mut d = sh.data.write();
         d.state = file.state;
         d.last_applied = meta.last_log_id;
@@ -394,5 +418,34 @@ mod tests {
         assert_eq!(&bytes[..12], b"QRYLKSNP\x01\x00\x00\x00");
         let len = u64::from_le_bytes(bytes[12..20].try_into().unwrap());
         assert_eq!(len as usize, bytes.len() - SNAPSHOT_HEADER);
+    }
+
+    /// On one runtime thread, a snapshot's fsyncs leave that thread free (heartbeats go
+    /// on): each fsync here waits for a task on it.
+    #[test]
+    fn snapshot_fsyncs_leave_a_one_thread_runtime_free() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (fs, feeder) = crate::raft::test_fs::fs_needing_the_runtime();
+        let leases = LeaseTable::new(crate::lease::LeaseConfig::default());
+        let clock = Arc::new(crate::clock::MonotonicClock);
+        let mut sm = StateMachineStore::open(fs, dir.path(), leases, clock)
+            .unwrap()
+            .io_off_runtime();
+        rt.block_on(async {
+            let _feeder = tokio::spawn(feeder);
+            let snap = sm.build_snapshot().await.expect("snapshot written");
+            let meta = snap.meta.clone();
+            let mut other = sm.clone();
+            other
+                .install_snapshot(&meta, snap.snapshot)
+                .await
+                .expect("snapshot installed");
+            let back = sm.get_current_snapshot().await.unwrap().unwrap();
+            assert_eq!(back.meta.snapshot_id, meta.snapshot_id);
+        });
     }
 }

@@ -135,7 +135,8 @@ impl Replica {
         }
         let raft_cfg = Arc::new(raft_config(cfg.id, cfg.timing, cfg.compaction)?);
         let log = LogStore::open(fs.clone(), &cfg.data_dir.join("raft"))?.io_off_runtime();
-        let sm = StateMachineStore::open(fs, &cfg.data_dir, LeaseTable::new(cfg.lease), clock)?;
+        let sm = StateMachineStore::open(fs, &cfg.data_dir, LeaseTable::new(cfg.lease), clock)?
+            .io_off_runtime();
         let shared = sm.shared.clone();
         let tag = lease_tag(cfg.lease.lease, cfg.lease.lock_delay);
         let heard = Arc::new(Heard::default());
