@@ -31,10 +31,11 @@ LEASE_MS=3000
 LOCK_DELAY_MS=1000
 with_etcd() { [[ " $TARGETS " == *" etcd "* ]]; }
 
-if with_etcd && ! command -v etcd >/dev/null 2>&1; then
-  echo "installing etcd (Debian package etcd-server)"
-  if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq etcd-server; \
-  else sudo apt-get update -qq && sudo apt-get install -y -qq etcd-server; fi
+# etcd itself, and etcdctl (a separate package) to wait for the group to be healthy.
+if with_etcd && ! { command -v etcd && command -v etcdctl; } >/dev/null 2>&1; then
+  echo "installing etcd (Debian packages etcd-server and etcd-client)"
+  if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq etcd-server etcd-client; \
+  else sudo apt-get update -qq && sudo apt-get install -y -qq etcd-server etcd-client; fi
 fi
 if [ -z "${QUARRY:-}" ]; then
   cargo build --release --quiet --bin quarry

@@ -225,6 +225,15 @@ impl Service {
             Service::Etcd(e) => e.leader_index().await,
         }
     }
+
+    /// The highest Raft term a member reports: a trial across which it changes saw an
+    /// election.
+    pub async fn term(&self, addrs: &[String]) -> Option<u64> {
+        match self {
+            Service::Quarry(_) => fail::quarry_term(addrs).await,
+            Service::Etcd(e) => e.term().await,
+        }
+    }
 }
 
 /// The addresses of a comma-separated list.

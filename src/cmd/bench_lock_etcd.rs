@@ -187,6 +187,19 @@ impl Etcd {
         members.iter().position(|m| *m == Some(leader))
     }
 
+    /// The highest Raft term any member reports.
+    pub async fn term(&self) -> Option<u64> {
+        let mut term = None;
+        for ch in &self.chans {
+            let mut c = MaintenanceClient::new(ch.clone());
+            let r = tokio::time::timeout(self.attempt, c.status(rpc::StatusRequest {})).await;
+            if let Ok(Ok(r)) = r {
+                term = term.max(Some(r.into_inner().raft_term));
+            }
+        }
+        term
+    }
+
     /// True when every member answers and names the same leader.
     pub async fn all_agree(&self) -> bool {
         let mut leader = None;

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use hdrhistogram::Histogram;
 use lockservice::client::{Client, ClientConfig};
+use lockservice::pb::StatusResponse;
 
 use super::bench_lock::{
     ms, pid_dir, read_pid, report, split_addrs, LockBenchArgs, Service, Target,
@@ -33,14 +34,21 @@ use super::bench_lock::{
 /// How long the driver waits for the group to settle or a lock to come back.
 const SETTLE: Duration = Duration::from_secs(30);
 
+/// The status of one member of Quarry's group, asked of it alone; `None` if it does not
+/// answer within 300 ms.
+async fn member_status(addr: &str) -> Option<StatusResponse> {
+    let mut cfg = ClientConfig::new(vec![addr.to_string()]);
+    cfg.request_timeout = Duration::from_millis(300);
+    Client::new(cfg).ok()?.status().await.ok()
+}
+
 /// The index of Quarry's leader in `addrs`, when every answering replica agrees.
 pub async fn quarry_leader(addrs: &[String]) -> Option<usize> {
     let mut leader = None;
     for addr in addrs {
-        let mut cfg = ClientConfig::new(vec![addr.clone()]);
-        cfg.request_timeout = Duration::from_millis(300);
-        let Ok(c) = Client::new(cfg) else { continue };
-        let Ok(st) = c.status().await else { continue };
+        let Some(st) = member_status(addr).await else {
+            continue;
+        };
         if st.current_leader == 0 || leader.as_ref().is_some_and(|l| *l != st.leader_address) {
             return None;
         }
@@ -48,6 +56,15 @@ pub async fn quarry_leader(addrs: &[String]) -> Option<usize> {
     }
     let leader = leader?;
     addrs.iter().position(|a| *a == leader)
+}
+
+/// The highest term a member of Quarry's group reports.
+pub async fn quarry_term(addrs: &[String]) -> Option<u64> {
+    let mut term = None;
+    for addr in addrs {
+        term = term.max(member_status(addr).await.map(|st| st.term));
+    }
+    term
 }
 
 /// Every member answers and they agree on a leader: returns its index.
@@ -75,13 +92,8 @@ async fn settled(svc: &Service, addrs: &[String]) -> anyhow::Result<usize> {
 async fn quarry_all_answer(addrs: &[String]) -> bool {
     let mut logs = Vec::new();
     for addr in addrs {
-        let mut cfg = ClientConfig::new(vec![addr.clone()]);
-        cfg.request_timeout = Duration::from_millis(300);
-        let Ok(c) = Client::new(cfg) else {
-            return false;
-        };
-        match c.status().await {
-            Ok(st) if st.current_leader != 0 => logs.push((st.term, st.last_log_index)),
+        match member_status(addr).await {
+            Some(st) if st.current_leader != 0 => logs.push((st.term, st.last_log_index)),
             _ => return false,
         }
     }
@@ -138,22 +150,33 @@ pub async fn holder_death(svc: &Service, a: &LockBenchArgs) -> anyhow::Result<()
     let earliest = lease - lease / 3 + delay;
     let bound = lease + delay + Duration::from_millis(200);
     let me = svc.session("bench-waiter", lease).await?;
+    let addrs = split_addrs(&a.addrs);
     let mut hist = Histogram::<u64>::new(3)?;
     let (mut early, mut late) = (0, 0);
+    let mut each = Vec::new();
     let trials = a.trials.min(5);
     for _ in 0..trials {
         let p = path.clone();
         let b = a.clone();
         let mut child = tokio::task::spawn_blocking(move || spawn_holder(&b, &p)).await??;
+        let term = svc.term(&addrs).await;
         let t0 = Instant::now();
         child.kill()?;
         let _ = child.wait();
         let token = svc.lock(&me, &path, SETTLE).await?;
         let d = t0.elapsed();
+        // A new leader restarts every lease (Quarry) or extends every lease (etcd): a
+        // trial with an election in it measures that, not the holder's death.
+        let elected = svc.term(&addrs).await != term;
         svc.unlock(&me, &token).await?;
         early += usize::from(d < earliest);
         late += usize::from(d > bound);
         hist.record(d.as_micros() as u64)?;
+        each.push(format!(
+            "{}{}",
+            d.as_millis(),
+            if elected { "*" } else { "" }
+        ));
     }
     svc.close(me).await?;
     report(
@@ -162,14 +185,16 @@ pub async fn holder_death(svc: &Service, a: &LockBenchArgs) -> anyhow::Result<()
         &format!(
             "{trials} trials: next holder after p50 {:.0} ms, min {:.0} ms, max {:.0} ms \
              (lease {} ms + lock-delay {} ms; target <= {} ms: {late} over; \
-             earliest allowed {} ms: {early} before)",
+             earliest allowed {} ms: {early} before; each: {} ms, * = an election in the \
+             trial)",
             ms(&hist, 0.5),
             hist.min() as f64 / 1000.0,
             hist.max() as f64 / 1000.0,
             lease.as_millis(),
             delay.as_millis(),
             bound.as_millis(),
-            earliest.as_millis()
+            earliest.as_millis(),
+            each.join(" ")
         ),
     );
     Ok(())
