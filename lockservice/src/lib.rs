@@ -159,9 +159,12 @@
 //!   benches/RESULTS.md). Two things shorten each link: the log file is preallocated
 //!   (records overwrite zeros, so an fdatasync flushes no metadata; see
 //!   [`raft::log_store`]), and `quarry lock-server` runs on one runtime thread while the
-//!   write and fsync go to tokio's blocking pool, so gRPC and replication keep that
-//!   thread during the fsync and no Raft step waits for a wake-up on another core.
-//!   Group commit happens one layer up, in
+//!   log's writes and fsyncs (and snapshot files and log rewrites) go to tokio's blocking
+//!   pool, so gRPC, heartbeats and replication keep that thread during an fsync and no
+//!   Raft step waits for a wake-up on another core. A stall of that thread longer than
+//!   the followers' failure detector would depose a healthy leader, and the new leader
+//!   restarts every lease: nothing slow may run on it. Group commit happens one layer
+//!   up, in
 //!   [`server::proposer`]: at most two proposals are in flight and the commands that queue
 //!   behind them go as one [`state::Command::Batch`] entry, applied command by command.
 //!   With 8 clients on 8 locks this took the group from about 1,400 to about 1,850
