@@ -263,6 +263,7 @@ impl LogStore {
     /// Moves to `log-(N+1)`: the live state (vote, purge point, entries) and room for
     /// `room` more bytes of records.
     fn rewrite(&self, f: &mut File, room: u64) -> Result<()> {
+        let t0 = std::time::Instant::now();
         let mut records = Vec::new();
         {
             let m = self.mem.read();
@@ -280,6 +281,13 @@ impl LogStore {
         f.dead = 0;
         f.fs.remove_file(&old)?;
         f.fs.sync_dir(&f.dir)?;
+        tracing::info!(
+            path = %path.display(),
+            records = records.len(),
+            bytes = allocated,
+            ms = t0.elapsed().as_millis() as u64,
+            "raft log moved to a new file"
+        );
         Ok(())
     }
 }
