@@ -73,9 +73,10 @@ pub struct LockServerArgs {
     #[arg(long)]
     http: Option<SocketAddr>,
     /// Threads of the replica's runtime. With 1, the default, Raft and gRPC share one
-    /// thread (the log's writes and fsyncs run on a blocking-pool thread beside it): a
-    /// Raft write then takes no wake-up on another core, measured 10-25% faster than a
-    /// thread per core on a 2-core machine (benches/RESULTS.md).
+    /// thread (disk writes and fsyncs run on a blocking-pool thread beside it), so a Raft
+    /// write takes no wake-up on another core. On a 2-core machine that gave 15-20% more
+    /// cycles/s with 8 clients than two threads, and the same 1-client latency
+    /// (benches/RESULTS.md).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     threads: u16,
     /// A TOML file with the same keys as these flags (flags win over the file).
