@@ -9,7 +9,8 @@
 # Environment: MEASURE (all, or a comma list of latency, throughput, holder-death,
 # leader-kill, leader-freeze, sessions), CYCLES (1000 per client), CLIENTS (8), TRIALS
 # (10), SESSIONS (5000), HOLD (10 s), DIR (a scratch dir on a real disk: data and logs),
-# KEEP (1 keeps DIR), QUARRY (a prebuilt binary; default: build target/release/quarry),
+# KEEP (1 keeps DIR; it is kept anyway when a Quarry trial misses its bound), QUARRY (a
+# prebuilt binary; default: build target/release/quarry),
 # TARGETS ("quarry etcd"; "quarry" alone measures Quarry without starting etcd),
 # QUARRY_FLAGS (extra lock-server flags, e.g. "--heartbeat-ms 50" to try other timings).
 # Both services on loopback, fsync on, their own defaults: etcd heartbeat 100 ms, election
@@ -154,3 +155,9 @@ for key, name, pat, higher_better in figures:
     fe = "-" if e is None else f"{e:.2f}" if e < 100 else f"{e:.0f}"
     print(f"| {name:44} | {fq:>9} | {fe:>9} | {ratio:>6} |")
 PY
+
+# A Quarry trial over its bound or before it keeps the replicas' logs for a post-mortem.
+if grep -Eq '^quarry .*([1-9][0-9]* over|[1-9][0-9]* before)' "$DIR/results.txt"; then
+  echo "== a Quarry trial missed its bound: keeping the replicas' logs ($DIR/quarry/pids)"
+  KEEP=1
+fi
