@@ -126,15 +126,20 @@ async fn a_paused_holder_loses_the_lock_only_after_lease_and_lock_delay() {
     // Resumed, the holder learns its session is gone and exits with an error.
     signal(&holder.0, "CONT").unwrap();
     let mut holder = holder;
-    let status = wait_for(
-        "the resumed holder to exit",
-        LEASE * 3 + election_bound(),
-        || {
-            let s = holder.0.try_wait().unwrap();
-            async move { s }
-        },
-    )
-    .await;
+    let within = LEASE * 3 + election_bound();
+    let deadline = Instant::now() + within;
+    let status = loop {
+        if let Some(s) = holder.0.try_wait().unwrap() {
+            break s;
+        }
+        // Its log (RUST_LOG=info: session states, KeepAlive errors) tells why.
+        assert!(
+            Instant::now() < deadline,
+            "the resumed holder did not exit within {within:?}; its output:\n{}",
+            std::fs::read_to_string(&out_path).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
     assert!(!status.success());
     let text = std::fs::read_to_string(&out_path).unwrap();
     assert!(text.contains("lost"), "holder output: {text}");
