@@ -241,13 +241,8 @@ impl LogStore {
         &self,
         f: impl FnOnce(&LogStore) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        if !self.off_runtime {
-            return f(self);
-        }
         let me = self.clone();
-        tokio::task::spawn_blocking(move || f(&me))
-            .await
-            .map_err(|e| Error::Storage(format!("raft log writer thread: {e}")))?
+        super::run_io(self.off_runtime, "raft log writer", move || f(&me)).await
     }
 
     /// Rewrites the file compactly when dead records dominate it.
@@ -502,12 +497,8 @@ mod tests {
     /// new file) leave that thread free: each fsync here waits for a task on it.
     #[test]
     fn log_fsyncs_leave_a_one_thread_runtime_free() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let (rt, fs, feeder) = crate::raft::test_fs::fs_needing_the_runtime();
         let d = tempfile::tempdir().unwrap();
-        let (fs, feeder) = crate::raft::test_fs::fs_needing_the_runtime();
         rt.block_on(async {
             let _feeder = tokio::spawn(feeder);
             // Opening fsyncs from the caller (once, before serving): let the feeder run.

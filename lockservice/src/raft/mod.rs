@@ -107,6 +107,22 @@ pub fn raft_config(id: NodeId, t: RaftTiming, c: Compaction) -> Result<openraft:
         .map_err(|e| Error::InvalidArgument(format!("raft config: {e}")))
 }
 
+/// Runs `f` (file writes and fsyncs) on tokio's blocking pool when `off_runtime`, else
+/// here: the stores' `io_off_runtime` choice. `what` names the work in the error of a
+/// blocking task that panicked.
+pub(crate) async fn run_io<T: Send + 'static>(
+    off_runtime: bool,
+    what: &str,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    if !off_runtime {
+        return f();
+    }
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Storage(format!("{what} thread: {e}")))?
+}
+
 /// Encodes a value for the disk or the wire (postcard).
 pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     postcard::to_stdvec(v).expect("serializing to a Vec cannot fail")

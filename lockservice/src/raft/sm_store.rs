@@ -249,12 +249,7 @@ impl StateMachineStore {
             sh.fs.write_atomic(&sh.snapshot_path, &bytes)?;
             Ok(bytes)
         };
-        if !self.off_runtime {
-            return write();
-        }
-        tokio::task::spawn_blocking(write)
-            .await
-            .map_err(|e| Error::Storage(format!("snapshot writer thread: {e}")))?
+        super::run_io(self.off_runtime, "snapshot writer", write).await
     }
 }
 
@@ -424,12 +419,8 @@ mod tests {
     /// on): each fsync here waits for a task on it.
     #[test]
     fn snapshot_fsyncs_leave_a_one_thread_runtime_free() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let (rt, fs, feeder) = crate::raft::test_fs::fs_needing_the_runtime();
         let dir = tempfile::tempdir().unwrap();
-        let (fs, feeder) = crate::raft::test_fs::fs_needing_the_runtime();
         let leases = LeaseTable::new(crate::lease::LeaseConfig::default());
         let clock = Arc::new(crate::clock::MonotonicClock);
         let mut sm = StateMachineStore::open(fs, dir.path(), leases, clock)

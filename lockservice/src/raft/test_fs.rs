@@ -11,9 +11,17 @@ use parking_lot::Mutex;
 use sstable::fault::SyncHookFs;
 use sstable::{Fs, RealFs};
 
-/// The file system, and the task that lets its fsyncs through (spawn it on the runtime
-/// under test; it ends when the file system is dropped).
-pub fn fs_needing_the_runtime() -> (Arc<dyn Fs>, impl std::future::Future<Output = ()>) {
+/// A current-thread runtime, the file system, and the task that lets its fsyncs through
+/// (spawn it on that runtime; it ends when the file system is dropped).
+pub fn fs_needing_the_runtime() -> (
+    tokio::runtime::Runtime,
+    Arc<dyn Fs>,
+    impl std::future::Future<Output = ()>,
+) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let (tx, rx) = mpsc::channel::<()>();
     let rx = Mutex::new(rx);
     let hook = Arc::new(move || {
@@ -27,5 +35,5 @@ pub fn fs_needing_the_runtime() -> (Arc<dyn Fs>, impl std::future::Future<Output
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
     };
-    (fs, feeder)
+    (rt, fs, feeder)
 }
