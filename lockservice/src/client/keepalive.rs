@@ -24,8 +24,10 @@
 //! States, as in Chubby: `Safe` while the local lease is valid; `Jeopardy` once it lapsed
 //! (stop acting as a lock holder) while the thread keeps trying for a grace period, because
 //! a new leader gives every session a full lease from its election; back to `Safe` if a
-//! KeepAlive succeeds, `Expired` when the leader says the session is gone or the grace
-//! period ends.
+//! KeepAlive succeeds and the lease it grants (counted from its send time) has not already
+//! run out, `Expired` when the leader says the session is gone or the grace period ends.
+//! An answer read late, after this process was paused, can grant a lease that ended long
+//! ago: the session stays in `Jeopardy` and the next KeepAlive goes out at once.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -272,8 +274,12 @@ impl Run {
             let pause = match r {
                 Ok(resp) => {
                     self.lease = Duration::from_millis(resp.lease_ms);
-                    self.answered(&sessions, sent, &resp.expired);
-                    interval
+                    if self.answered(&sessions, sent, &resp.expired) {
+                        interval
+                    } else {
+                        // A late answer left a lease lapsed: ask again soon.
+                        Duration::from_millis(50)
+                    }
                 }
                 Err(e) => {
                     self.unanswered(&sessions, &e);
@@ -286,18 +292,34 @@ impl Run {
         }
     }
 
-    /// The leader extended every session of the request but `expired`.
-    fn answered(&self, sessions: &[(SessionId, Arc<LocalLease>)], sent: Instant, expired: &[u64]) {
+    /// The leader extended every session of the request but `expired`. A session is `Safe`
+    /// again only if its extended lease has not already run out: an answer that arrives
+    /// late (this process was paused, the answer sat in a socket) extends from its send
+    /// time, which may be more than a lease ago. False when some lease is still lapsed.
+    fn answered(
+        &self,
+        sessions: &[(SessionId, Arc<LocalLease>)],
+        sent: Instant,
+        expired: &[u64],
+    ) -> bool {
         let expired: HashSet<u64> = expired.iter().copied().collect();
+        let now = self.clock.now();
+        let mut all_valid = true;
         for (id, local) in sessions {
             if expired.contains(id) {
                 local.set(SessionState::Expired);
                 self.registry.sessions.lock().remove(id);
             } else {
                 local.extend(sent, self.lease);
-                local.set(SessionState::Safe);
+                if now < *local.deadline.lock() {
+                    local.set(SessionState::Safe);
+                } else {
+                    all_valid = false;
+                    local.set(SessionState::Jeopardy);
+                }
             }
         }
+        all_valid
     }
 
     /// No answer: jeopardy for lapsed leases, expired after the grace period.
@@ -345,5 +367,83 @@ impl Run {
             }
         }
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+
+    const LEASE: Duration = Duration::from_secs(3);
+
+    fn run(clock: Arc<ManualClock>) -> Run {
+        Run {
+            conn_addrs: vec!["127.0.0.1:1".into()],
+            attempt: Duration::from_millis(300),
+            lease: LEASE,
+            margins: LeaseMargins::default(),
+            clock,
+            registry: Arc::default(),
+        }
+    }
+
+    fn session(run: &Run, id: SessionId) -> Arc<LocalLease> {
+        let l = Arc::new(LocalLease::new(
+            run.clock.now(),
+            LEASE,
+            run.clock.clone(),
+            run.margins,
+        ));
+        run.registry.sessions.lock().insert(id, l.clone());
+        l
+    }
+
+    #[test]
+    fn a_timely_answer_keeps_the_session_safe_and_extends_from_the_send_time() {
+        let clock = Arc::new(ManualClock::new());
+        let r = run(clock.clone());
+        let l = session(&r, 1);
+        let sent = clock.now();
+        clock.advance(Duration::from_millis(10));
+        assert!(r.answered(&[(1, l.clone())], sent, &[]));
+        assert_eq!(*l.state.borrow(), SessionState::Safe);
+        let local = LEASE.mul_f64(0.99) - Duration::from_millis(50);
+        assert_eq!(*l.deadline.lock(), sent + local);
+    }
+
+    #[test]
+    fn a_late_answer_leaves_a_lapsed_lease_in_jeopardy_not_safe() {
+        let clock = Arc::new(ManualClock::new());
+        let r = run(clock.clone());
+        let l = session(&r, 1);
+        // The KeepAlive went out, then the process was paused for two leases before it
+        // read the answer: the lease it grants ran out long ago.
+        let sent = clock.now();
+        clock.advance(LEASE * 2);
+        assert!(!r.answered(&[(1, l.clone())], sent, &[]));
+        assert_eq!(*l.state.borrow(), SessionState::Jeopardy);
+        assert!(!l.is_valid());
+        // The next answer, sent after the pause, makes it safe again.
+        let sent = clock.now();
+        assert!(r.answered(&[(1, l.clone())], sent, &[]));
+        assert_eq!(*l.state.borrow(), SessionState::Safe);
+        assert!(l.is_valid());
+    }
+
+    #[test]
+    fn a_session_the_leader_calls_expired_is_expired_and_forgotten() {
+        let clock = Arc::new(ManualClock::new());
+        let r = run(clock.clone());
+        let a = session(&r, 1);
+        let b = session(&r, 2);
+        let sent = clock.now();
+        assert!(r.answered(&[(1, a.clone()), (2, b.clone())], sent, &[2]));
+        assert_eq!(*a.state.borrow(), SessionState::Safe);
+        assert_eq!(*b.state.borrow(), SessionState::Expired);
+        assert!(!r.registry.sessions.lock().contains_key(&2));
+        // Expired is final: a later answer does not revive it.
+        r.answered(&[(2, b.clone())], clock.now(), &[]);
+        assert_eq!(*b.state.borrow(), SessionState::Expired);
     }
 }
