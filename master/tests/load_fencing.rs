@@ -11,22 +11,11 @@
 mod harness;
 
 use harness::*;
-use lockservice::client::{Client, ClientConfig};
-use lockservice::state::LockMode;
-use master::metadata::{descriptor, fence};
+use master::metadata::descriptor;
 use master::tpb;
-use tablet::meta::{TabletRecord, MASTER_LOCK_PATH};
+use tablet::meta::TabletRecord;
 use tablet::server;
 use tablet::Schema;
-
-/// The `quarry-error` tag of a failed tablet-server call.
-fn tag(s: &tonic::Status) -> String {
-    s.metadata()
-        .get("quarry-error")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string()
-}
 
 fn record(tablet_id: u64) -> TabletRecord {
     TabletRecord {
@@ -53,35 +42,14 @@ async fn loads_for_another_incarnation_or_a_fenced_epoch_never_serve() {
     let _server = tokio::spawn(server::run(cfg));
 
     // Play the master: hold the master lock and fence every command with it.
-    let client = Client::new(ClientConfig::new(vec![lock_addr.clone()])).unwrap();
-    let session = wait_for("a lock session", failover_bound() * 4, || {
-        let c = client.clone();
-        async move { c.open_session("test-master").await.ok() }
-    })
-    .await;
-    let _ = client.create("/quarry", true, b"").await;
-    let _ = client.create(MASTER_LOCK_PATH, false, b"").await;
-    let seq = fence(
-        &session
-            .try_acquire(MASTER_LOCK_PATH, LockMode::Exclusive)
-            .await
-            .unwrap(),
-    );
-
-    let mut ts = wait_for("the tablet server", failover_bound() * 4, || async move {
-        let mut c = tpb::tablet_client::TabletClient::connect(format!("http://{listen}"))
-            .await
-            .ok()?;
-        c.list_tablets(tpb::ListTabletsRequest {}).await.ok()?;
-        Some(c)
-    })
-    .await;
-    let me = ts
-        .list_tablets(tpb::ListTabletsRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .server_id;
+    // (The session is bound, not dropped: it holds the master lock.)
+    let ActingMaster {
+        seq,
+        mut ts,
+        server_id: me,
+        session: _session,
+        client: _client,
+    } = act_as_master(&lock_addr, listen).await;
     let schema = Schema::with_families(["f"]);
     let load = |tablet_id: u64, epoch: u64, server_id: &str| tpb::LoadTabletRequest {
         tablet: Some(descriptor(&record(tablet_id), &schema)),

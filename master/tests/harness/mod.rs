@@ -144,3 +144,69 @@ pub fn tablet_server_config(
     };
     (listen, cfg)
 }
+
+/// The `quarry-error` tag of a failed tablet-server call.
+pub fn tag(s: &tonic::Status) -> String {
+    s.metadata()
+        .get("quarry-error")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
+}
+
+/// A test standing in for the master in front of one tablet server: it holds the master
+/// lock and fences its commands with `seq`.
+pub struct ActingMaster {
+    pub client: lockservice::client::Client,
+    pub session: lockservice::client::Session,
+    pub seq: master::tpb::Sequencer,
+    /// The tablet server.
+    pub ts: master::tpb::tablet_client::TabletClient<tonic::transport::Channel>,
+    /// Its incarnation's id.
+    pub server_id: String,
+}
+
+/// Takes the master lock at the lock service `lock_addr` and connects to the tablet server
+/// listening on `listen` once it has registered.
+pub async fn act_as_master(lock_addr: &str, listen: SocketAddr) -> ActingMaster {
+    use lockservice::client::{Client, ClientConfig};
+    use master::tpb;
+    use tablet::meta::MASTER_LOCK_PATH;
+
+    let client = Client::new(ClientConfig::new(vec![lock_addr.to_string()])).unwrap();
+    let session = wait_for("a lock session", failover_bound() * 4, || {
+        let c = client.clone();
+        async move { c.open_session("test-master").await.ok() }
+    })
+    .await;
+    let _ = client.create("/quarry", true, b"").await;
+    let _ = client.create(MASTER_LOCK_PATH, false, b"").await;
+    let seq = master::metadata::fence(
+        &session
+            .try_acquire(MASTER_LOCK_PATH, lockservice::state::LockMode::Exclusive)
+            .await
+            .unwrap(),
+    );
+    let mut ts = wait_for("the tablet server", failover_bound() * 4, || async move {
+        let mut c = tpb::tablet_client::TabletClient::connect(format!("http://{listen}"))
+            .await
+            .ok()?;
+        c.list_tablets(tpb::ListTabletsRequest {}).await.ok()?;
+        Some(c)
+    })
+    .await
+    .max_decoding_message_size(tablet::server::MAX_MESSAGE);
+    let server_id = ts
+        .list_tablets(tpb::ListTabletsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .server_id;
+    ActingMaster {
+        client,
+        session,
+        seq,
+        ts,
+        server_id,
+    }
+}
