@@ -383,20 +383,19 @@ pub struct Collector {
     suspects: Suspects,
 }
 
-impl Default for Collector {
-    fn default() -> Self {
-        Collector {
-            fs: sstable::RealFs::shared(),
-            suspects: Suspects::default(),
-        }
-    }
-}
-
 fn blocking_err(e: tokio::task::JoinError) -> Error {
     Error::Unavailable(format!("garbage-collection task: {e}"))
 }
 
 impl Collector {
+    /// A collector that lists, reads and deletes through `fs`.
+    pub fn new(fs: Arc<dyn Fs>) -> Collector {
+        Collector {
+            fs,
+            suspects: Suspects::default(),
+        }
+    }
+
     /// One pass (see the module essay). Deletes nothing unless this master is active and
     /// its lease valid.
     pub async fn pass(&mut self, inner: &Inner) -> Result<Report> {

@@ -193,6 +193,10 @@ pub async fn run_observed(
 
 /// Waits for the master lock, takes over, then runs the control loop forever.
 async fn lead(inner: Arc<Inner>) -> Result<()> {
+    // The process's file system (a chaos run's fault model, when one is configured), so
+    // the collector's deletions go where the tablet servers' writes went.
+    let fs = sstable::fault::process_fs()
+        .map_err(|e| Error::InvalidArgument(format!("the master's file system: {e}")))?;
     ns::ensure_layout(&inner.client).await?;
     let seq = acquire_master_lock(&inner).await?;
     inner.guard()?;
@@ -232,7 +236,7 @@ async fn lead(inner: Arc<Inner>) -> Result<()> {
     }
     let mut ticker = tokio::time::interval(inner.cfg.tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut gc = crate::gc::Collector::default();
+    let mut gc = crate::gc::Collector::new(fs);
     let mut last_gc = Instant::now();
     loop {
         ticker.tick().await;
