@@ -165,9 +165,15 @@
 //!   the followers' failure detector would depose a healthy leader, and the new leader
 //!   restarts every lease: nothing slow may run on it. The leader's own log fsync is the
 //!   one stall left: openraft's core sends no heartbeat while it waits for it, so a
-//!   leader whose fsyncs take 300 ms loses its term (100 ms does not; measured in
-//!   benches/RESULTS.md), the price of failing over in about 0.3 s. Group commit happens one layer
-//!   up, in
+//!   leader whose fsyncs took 300 ms lost its term (100 ms did not; measured in
+//!   benches/RESULTS.md). [`server::stall`] covers it: while an append of the leader has
+//!   run for a heartbeat interval, each follower is sent again, once per interval, the
+//!   last AppendEntries it accepted without its entries (a duplicate, which Raft allows,
+//!   and which does what a heartbeat does), for at most one second; a disk that hangs
+//!   longer is a failed leader and the followers elect another (tests/lock_slow_disk.rs:
+//!   600 ms fsyncs keep the term; a hung disk is replaced after about 1.4 s). A frozen or
+//!   killed leader sends nothing, so failover stays at about 0.3 s. Group commit happens
+//!   one layer up, in
 //!   [`server::proposer`]: at most two proposals are in flight and the commands that queue
 //!   behind them go as one [`state::Command::Batch`] entry, applied command by command.
 //!   With 8 clients on 8 locks this took the group from about 1,400 to about 1,850

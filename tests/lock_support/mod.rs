@@ -13,6 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use lockservice::client::{Client, ClientConfig};
+use sstable::fault::control::CONTROL_ENV;
 
 /// Timing every test cluster runs with (short, so tests are quick).
 pub const LEASE: Duration = Duration::from_millis(1500);
@@ -69,6 +70,8 @@ impl Drop for TestDir {
 pub struct Cluster {
     pub procs: BTreeMap<u64, Child>,
     pub addrs: BTreeMap<u64, SocketAddr>,
+    /// Each replica's current log file.
+    pub logs: BTreeMap<u64, PathBuf>,
     starts: u32,
     pub dir: TestDir,
 }
@@ -78,6 +81,7 @@ impl Cluster {
         let mut c = Cluster {
             procs: BTreeMap::new(),
             addrs: (1..=n).map(|i| (i, free_addr())).collect(),
+            logs: BTreeMap::new(),
             starts: 0,
             dir: TestDir::new(name),
         };
@@ -128,13 +132,39 @@ impl Cluster {
             .args(["--election-base-ms", &ms(ELECTION_BASE)])
             .args(["--election-width-ms", &ms(ELECTION_WIDTH)])
             .env("RUST_LOG", "info")
+            .env(CONTROL_ENV, self.control_path(id))
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out)
             .spawn()
             .unwrap();
         self.procs.insert(id, child);
+        self.logs.insert(id, log.clone());
         log
+    }
+
+    /// Replica `id`'s fault-control file (sstable's `QUARRY_FAULT_CONTROL`; absent: no
+    /// faults).
+    fn control_path(&self, id: u64) -> PathBuf {
+        self.dir.0.join(format!("control-r{id}"))
+    }
+
+    /// Makes every fsync of replica `id` take `delay` longer, from when this returns (the
+    /// replica reports each change of its control file in its log).
+    pub async fn set_fsync_delay(&self, id: u64, delay: Duration) {
+        let line = format!("fsync-delay-ms {}", delay.as_millis());
+        let path = self.control_path(id);
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, format!("{line}\n")).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+        let log = &self.logs[&id];
+        let seen = |s: &str| {
+            s.lines()
+                .rev()
+                .find(|l| l.contains("fault control"))
+                .is_some_and(|l| l.ends_with(&line))
+        };
+        wait_for_file(log, election_bound(), seen).await;
     }
 
     /// kill -9.

@@ -116,6 +116,53 @@ pub struct LogStore {
     file: Arc<Mutex<File>>,
     /// Write and fsync on a blocking-pool thread ([`LogStore::io_off_runtime`]).
     off_runtime: bool,
+    flush: Arc<FlushClock>,
+}
+
+/// Since when an append's write and fsync have been running, if one is (openraft's core
+/// waits for it; see `server::stall`).
+#[derive(Debug)]
+pub struct FlushClock {
+    epoch: std::time::Instant,
+    /// Microseconds after `epoch` plus one when the running append began; 0 = none.
+    since: std::sync::atomic::AtomicU64,
+}
+
+impl Default for FlushClock {
+    fn default() -> Self {
+        FlushClock {
+            epoch: std::time::Instant::now(),
+            since: Default::default(),
+        }
+    }
+}
+
+impl FlushClock {
+    /// How long the running append has taken so far; `None` when none runs.
+    pub fn pending_for(&self) -> Option<std::time::Duration> {
+        match self.since.load(std::sync::atomic::Ordering::SeqCst) {
+            0 => None,
+            t => {
+                let began = std::time::Duration::from_micros(t - 1);
+                Some(self.epoch.elapsed().saturating_sub(began))
+            }
+        }
+    }
+
+    fn begin(&self) -> FlushRunning<'_> {
+        let t = self.epoch.elapsed().as_micros() as u64 + 1;
+        self.since.store(t, std::sync::atomic::Ordering::SeqCst);
+        FlushRunning(self)
+    }
+}
+
+/// Clears the [`FlushClock`] when the append ends (or fails).
+struct FlushRunning<'a>(&'a FlushClock);
+
+impl Drop for FlushRunning<'_> {
+    fn drop(&mut self) {
+        self.0.since.store(0, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 fn file_name(n: u64) -> String {
@@ -175,6 +222,7 @@ impl LogStore {
             mem: Arc::new(RwLock::new(mem)),
             file: Arc::new(Mutex::new(file)),
             off_runtime: false,
+            flush: Arc::default(),
         })
     }
 
@@ -185,6 +233,11 @@ impl LogStore {
     pub fn io_off_runtime(mut self) -> LogStore {
         self.off_runtime = true;
         self
+    }
+
+    /// The clock of the running append (shared with every clone).
+    pub fn flush_clock(&self) -> Arc<FlushClock> {
+        self.flush.clone()
     }
 
     /// The persisted vote (for tests and status).
@@ -435,7 +488,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        match self.append_entries(entries.into_iter().collect()).await {
+        let running = self.flush.begin();
+        let appended = self.append_entries(entries.into_iter().collect()).await;
+        drop(running);
+        match appended {
             Ok(()) => {
                 callback.log_io_completed(Ok(()));
                 Ok(())

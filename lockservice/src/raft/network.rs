@@ -54,6 +54,7 @@ pub struct NetworkFactory {
     me: NodeId,
     lease_tag: Option<String>,
     heard: Option<Arc<Heard>>,
+    beats: Option<Arc<StallBeats>>,
 }
 
 impl NetworkFactory {
@@ -63,6 +64,7 @@ impl NetworkFactory {
             me: 0,
             lease_tag: Some(tag),
             heard: None,
+            beats: None,
         }
     }
 
@@ -76,6 +78,13 @@ impl NetworkFactory {
     /// the peer's log is longer (see [`Heard::outlogged`]).
     pub fn with_heard(mut self, heard: Arc<Heard>) -> NetworkFactory {
         self.heard = Some(heard);
+        self
+    }
+
+    /// Keeps in `beats` the last AppendEntries each peer accepted, as a heartbeat
+    /// (see [`StallBeats`]).
+    pub fn with_stall_beats(mut self, beats: Arc<StallBeats>) -> NetworkFactory {
+        self.beats = Some(beats);
         self
     }
 }
@@ -97,6 +106,7 @@ pub struct Network {
     error: Option<String>,
     lease_tag: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
     heard: Option<Arc<Heard>>,
+    beats: Option<Arc<StallBeats>>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
@@ -122,6 +132,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
                     error: None,
                     lease_tag,
                     heard: self.heard.clone(),
+                    beats: self.beats.clone(),
                 }
             }
             Err(e) => Network {
@@ -131,6 +142,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
                 error: Some(format!("bad address {}: {e}", node.addr)),
                 lease_tag,
                 heard: self.heard.clone(),
+                beats: self.beats.clone(),
             },
         }
     }
@@ -221,7 +233,13 @@ impl RaftNetwork<TypeConfig> for Network {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>, openraft::error::Infallible> {
-        self.call("append", &rpc, &option).await
+        let resp = self.call("append", &rpc, &option).await?;
+        if let (Some(beats), Some(client), AppendEntriesResponse::Success) =
+            (&self.beats, &self.client, &resp)
+        {
+            beats.accepted(self.target, client, self.lease_tag.clone(), &rpc);
+        }
+        Ok(resp)
     }
 
     async fn install_snapshot(
@@ -244,6 +262,85 @@ impl RaftNetwork<TypeConfig> for Network {
             }
         }
         Ok(resp)
+    }
+}
+
+/// The leader's heartbeats for the time its own log fsync holds openraft's core (see
+/// `server::stall`): per peer, the last AppendEntries it accepted, without its entries.
+///
+/// Such a request is safe to send again at any time: Raft allows any message to be
+/// duplicated or delayed, and this one asks nothing new of the follower (its log already
+/// holds everything up to the request's last entry, it names a commit index the follower
+/// was already told, and a vote the follower refuses once it has seen a newer one). What it
+/// does is what a heartbeat does: it tells the follower that this leader still leads.
+#[derive(Default)]
+pub struct StallBeats {
+    last: parking_lot::Mutex<std::collections::BTreeMap<NodeId, Beat>>,
+}
+
+struct Beat {
+    client: RaftClient<Channel>,
+    tag: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+    req: AppendEntriesRequest<TypeConfig>,
+}
+
+impl std::fmt::Debug for StallBeats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let peers: Vec<NodeId> = self.last.lock().keys().copied().collect();
+        f.debug_struct("StallBeats").field("peers", &peers).finish()
+    }
+}
+
+impl StallBeats {
+    /// Peer `target` accepted `rpc`.
+    fn accepted(
+        &self,
+        target: NodeId,
+        client: &RaftClient<Channel>,
+        tag: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+        rpc: &AppendEntriesRequest<TypeConfig>,
+    ) {
+        let req = AppendEntriesRequest {
+            vote: rpc.vote,
+            prev_log_id: rpc.entries.last().map(|e| e.log_id).or(rpc.prev_log_id),
+            leader_commit: rpc.leader_commit,
+            entries: Vec::new(),
+        };
+        let beat = Beat {
+            client: client.clone(),
+            tag,
+            req,
+        };
+        self.last.lock().insert(target, beat);
+    }
+
+    /// Sends every peer its heartbeat, waiting at most `ttl` for the answers (which are
+    /// not needed: only the sending matters).
+    pub async fn send(&self, ttl: Duration) {
+        let calls: Vec<_> = self
+            .last
+            .lock()
+            .values()
+            .map(|b| {
+                let mut client = b.client.clone();
+                let mut request = tonic::Request::new(pb::RaftMessage {
+                    data: encode(&b.req),
+                });
+                request.set_timeout(ttl);
+                if let Some(tag) = &b.tag {
+                    request.metadata_mut().insert(LEASE_HEADER, tag.clone());
+                }
+                async move {
+                    let _ = tokio::time::timeout(ttl, client.append_entries(request)).await;
+                }
+            })
+            .collect();
+        futures::future::join_all(calls).await;
+    }
+
+    /// Forgets every peer's heartbeat (this replica no longer leads).
+    pub fn clear(&self) {
+        self.last.lock().clear();
     }
 }
 
@@ -468,6 +565,7 @@ mod tests {
             error: None,
             lease_tag: None,
             heard: None,
+            beats: None,
         }
     }
 

@@ -16,6 +16,7 @@ mod api;
 mod barrier;
 pub mod elect;
 pub mod proposer;
+pub mod stall;
 mod status;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -34,7 +35,9 @@ use crate::error::{Error, Result};
 use crate::lease::{LeaseConfig, LeaseTable};
 use crate::pb;
 use crate::raft::log_store::LogStore;
-use crate::raft::network::{lease_tag, Heard, NetworkFactory, RaftService, MAX_RAFT_MESSAGE};
+use crate::raft::network::{
+    lease_tag, Heard, NetworkFactory, RaftService, StallBeats, MAX_RAFT_MESSAGE,
+};
 use crate::raft::sm_store::{Shared, StateMachineStore};
 use crate::raft::{raft_config, Compaction, NodeId, Raft, RaftTiming};
 use crate::state::{Command, Reply};
@@ -135,6 +138,8 @@ impl Replica {
         }
         let raft_cfg = Arc::new(raft_config(cfg.id, cfg.timing, cfg.compaction)?);
         let log = LogStore::open(fs.clone(), &cfg.data_dir.join("raft"))?.io_off_runtime();
+        let flush = log.flush_clock();
+        let beats = Arc::new(StallBeats::default());
         let sm = StateMachineStore::open(fs, &cfg.data_dir, LeaseTable::new(cfg.lease), clock)?
             .io_off_runtime();
         let shared = sm.shared.clone();
@@ -145,7 +150,8 @@ impl Replica {
             raft_cfg,
             NetworkFactory::with_lease_tag(tag)
                 .from_replica(cfg.id)
-                .with_heard(heard.clone()),
+                .with_heard(heard.clone())
+                .with_stall_beats(beats.clone()),
             log,
             sm,
         )
@@ -177,6 +183,13 @@ impl Replica {
             inner.clone(),
             heard,
             cfg.timing,
+            shutdown_rx.clone(),
+        ));
+        tokio::spawn(stall::stall_heartbeats(
+            inner.clone(),
+            flush,
+            beats,
+            cfg.timing.heartbeat,
             shutdown_rx.clone(),
         ));
         tokio::spawn(watch_leadership(inner.clone(), shutdown_rx.clone()));

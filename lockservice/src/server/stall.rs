@@ -1,0 +1,96 @@
+//! Heartbeats while the leader's own log fsync holds openraft's core.
+//!
+//! openraft 0.9's core appends a leader's new entries and then waits for their fsync
+//! (`RaftCore::append_to_log`) before it does anything else, heartbeats included. A slow
+//! disk on the leader (measured with the fault control's `fsync-delay-ms`: 300 ms per
+//! fsync) therefore silenced it toward the followers long enough for their election timers
+//! and failure detectors (150-350 ms with the defaults), and a healthy leader lost its
+//! term to a stall it would have survived: the new leader then restarts every session's
+//! lease and lock-delay, and requests wait for the election.
+//!
+//! While an append of this leader has been running for at least a heartbeat interval, this
+//! task sends each follower, once per interval, the last AppendEntries it accepted without
+//! its entries ([`StallBeats`]): a duplicate of a message already delivered, which Raft
+//! allows at any time, and which tells the follower what a heartbeat tells it. It does so
+//! only for [`STALL_COVER`]: a disk that hangs for longer is a failed leader, and the
+//! followers then elect another one as if it had died (after `STALL_COVER` plus their
+//! usual timeout). A frozen or dead leader process sends nothing, so failover after a
+//! kill or a SIGSTOP is unchanged.
+//!
+//! Safety does not depend on this task: it sends only messages that the leader already
+//! sent, and who may win an election is still decided by openraft's vote rules.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::Inner;
+use crate::raft::log_store::FlushClock;
+use crate::raft::network::StallBeats;
+
+/// How long a running fsync of the leader is covered by heartbeats from this task.
+pub const STALL_COVER: Duration = Duration::from_secs(1);
+
+/// Whether to send the stall heartbeats now: an append has run for between `heartbeat`
+/// and [`STALL_COVER`], and the last ones went out at least `heartbeat` ago.
+fn due(pending: Option<Duration>, heartbeat: Duration, since_sent: Option<Duration>) -> bool {
+    let stalled = pending.is_some_and(|p| p >= heartbeat && p < STALL_COVER);
+    stalled && since_sent.is_none_or(|s| s >= heartbeat)
+}
+
+/// Runs until shutdown (see the module doc).
+pub(crate) async fn stall_heartbeats(
+    inner: Arc<Inner>,
+    flush: Arc<FlushClock>,
+    beats: Arc<StallBeats>,
+    heartbeat: Duration,
+    shutdown: watch::Receiver<bool>,
+) {
+    let check = (heartbeat / 4).max(Duration::from_millis(1));
+    let mut sent: Option<tokio::time::Instant> = None;
+    loop {
+        tokio::time::sleep(check).await;
+        if *shutdown.borrow() {
+            return;
+        }
+        let leading = {
+            let m = inner.raft.metrics().borrow().clone();
+            m.state.is_leader() && m.current_leader == Some(inner.id)
+        };
+        if !leading {
+            beats.clear();
+            continue;
+        }
+        let now = tokio::time::Instant::now();
+        if due(flush.pending_for(), heartbeat, sent.map(|t| now - t)) {
+            sent = Some(now);
+            tracing::debug!(
+                pending_ms = flush.pending_for().map(|p| p.as_millis() as u64),
+                "log fsync still running: heartbeats from the side"
+            );
+            beats.send(heartbeat).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(v: u64) -> Duration {
+        Duration::from_millis(v)
+    }
+
+    #[test]
+    fn beats_only_during_a_stall_shorter_than_the_cover_and_once_per_interval() {
+        let hb = ms(50);
+        assert!(!due(None, hb, None), "no append running");
+        assert!(!due(Some(ms(49)), hb, None), "an ordinary fsync");
+        assert!(due(Some(ms(50)), hb, None));
+        assert!(!due(Some(ms(80)), hb, Some(ms(30))), "sent 30 ms ago");
+        assert!(due(Some(ms(120)), hb, Some(ms(50))));
+        assert!(due(Some(STALL_COVER - ms(1)), hb, Some(ms(50))));
+        assert!(!due(Some(STALL_COVER), hb, Some(ms(50))), "a hung disk");
+    }
+}
