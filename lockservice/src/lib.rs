@@ -164,7 +164,7 @@
 //!   Raft step waits for a wake-up on another core. A stall of that thread longer than
 //!   the followers' failure detector would depose a healthy leader, and the new leader
 //!   restarts every lease: nothing slow may run on it. The leader's own log fsync is the
-//!   one stall left: openraft's core sends no heartbeat while it waits for it, so a
+//!   stall left: openraft's core sends no heartbeat while it waits for it, so a
 //!   leader whose fsyncs took 300 ms lost its term (100 ms did not; measured in
 //!   benches/RESULTS.md). [`server::stall`] covers it: while an append of the leader has
 //!   run for a heartbeat interval, each follower is sent again, once per interval, the
@@ -172,7 +172,10 @@
 //!   and which does what a heartbeat does), for at most one second; a disk that hangs
 //!   longer is a failed leader and the followers elect another (tests/lock_slow_disk.rs:
 //!   600 ms fsyncs keep the term; a hung disk is replaced after about 1.4 s). A frozen or
-//!   killed leader sends nothing, so failover stays at about 0.3 s. Group commit happens
+//!   killed leader sends nothing, so failover stays at about 0.3 s. Not covered: the
+//!   core's other fsyncs (a vote, a purge, a truncation), and an append that moves the
+//!   log to a new file (about five syncs) on a disk slow enough to take more than the
+//!   second; such a leader still loses its term. Group commit happens
 //!   one layer up, in
 //!   [`server::proposer`]: at most two proposals are in flight and the commands that queue
 //!   behind them go as one [`state::Command::Batch`] entry, applied command by command.

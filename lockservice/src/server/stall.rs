@@ -18,7 +18,16 @@
 //! kill or a SIGSTOP is unchanged.
 //!
 //! Safety does not depend on this task: it sends only messages that the leader already
-//! sent, and who may win an election is still decided by openraft's vote rules.
+//! sent, and who may win an election is still decided by openraft's vote rules. (A
+//! follower that has seen a newer term refuses such a request; one that has not treats it
+//! as a delayed message. With no entries it can neither truncate nor conflict, and a
+//! follower's accepted and committed log ids only move forward.)
+//!
+//! Limits, by choice or not yet covered: the cover is per append, so a disk whose every
+//! fsync takes 0.1-0.99 s keeps a slow leader in place (it still commits); the core's other
+//! fsyncs (vote, purge, truncation) set no [`FlushClock`]; an append that moves the log to
+//! a new file does about five syncs and may outlast the cover on a very slow disk; and a
+//! new leader has no beats until a follower accepts its first AppendEntries.
 
 use std::sync::Arc;
 use std::time::Duration;
