@@ -63,23 +63,26 @@ pub(crate) async fn stall_heartbeats(
         if *shutdown.borrow() {
             return;
         }
+        // The flush clock first (an atomic load): the metrics are read only during a stall.
+        let now = tokio::time::Instant::now();
+        if !due(flush.pending_for(), heartbeat, sent.map(|t| now - t)) {
+            continue;
+        }
         let leading = {
-            let m = inner.raft.metrics().borrow().clone();
+            let m = inner.raft.metrics();
+            let m = m.borrow();
             m.state.is_leader() && m.current_leader == Some(inner.id)
         };
         if !leading {
             beats.clear();
             continue;
         }
-        let now = tokio::time::Instant::now();
-        if due(flush.pending_for(), heartbeat, sent.map(|t| now - t)) {
-            sent = Some(now);
-            tracing::debug!(
-                pending_ms = flush.pending_for().map(|p| p.as_millis() as u64),
-                "log fsync still running: heartbeats from the side"
-            );
-            beats.send(heartbeat).await;
-        }
+        sent = Some(now);
+        tracing::debug!(
+            pending_ms = flush.pending_for().map(|p| p.as_millis() as u64),
+            "log fsync still running: heartbeats from the side"
+        );
+        beats.send(heartbeat).await;
     }
 }
 
