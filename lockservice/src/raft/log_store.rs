@@ -121,37 +121,17 @@ pub struct LogStore {
 
 /// Since when an append's write and fsync have been running, if one is (openraft's core
 /// waits for it; see `server::stall`).
-#[derive(Debug)]
-pub struct FlushClock {
-    epoch: std::time::Instant,
-    /// Microseconds after `epoch` plus one when the running append began; 0 = none.
-    since: std::sync::atomic::AtomicU64,
-}
-
-impl Default for FlushClock {
-    fn default() -> Self {
-        FlushClock {
-            epoch: std::time::Instant::now(),
-            since: Default::default(),
-        }
-    }
-}
+#[derive(Debug, Default)]
+pub struct FlushClock(super::stamp::Stamp);
 
 impl FlushClock {
     /// How long the running append has taken so far; `None` when none runs.
     pub fn pending_for(&self) -> Option<std::time::Duration> {
-        match self.since.load(std::sync::atomic::Ordering::SeqCst) {
-            0 => None,
-            t => {
-                let began = std::time::Duration::from_micros(t - 1);
-                Some(self.epoch.elapsed().saturating_sub(began))
-            }
-        }
+        self.0.age()
     }
 
     fn begin(&self) -> FlushRunning<'_> {
-        let t = self.epoch.elapsed().as_micros() as u64 + 1;
-        self.since.store(t, std::sync::atomic::Ordering::SeqCst);
+        self.0.set_now();
         FlushRunning(self)
     }
 }
@@ -161,7 +141,7 @@ struct FlushRunning<'a>(&'a FlushClock);
 
 impl Drop for FlushRunning<'_> {
     fn drop(&mut self) {
-        self.0.since.store(0, std::sync::atomic::Ordering::SeqCst);
+        self.0 .0.clear();
     }
 }
 

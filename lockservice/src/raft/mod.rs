@@ -18,6 +18,7 @@
 pub mod log_store;
 pub mod network;
 pub mod sm_store;
+pub mod stamp;
 #[cfg(test)]
 mod test_fs;
 

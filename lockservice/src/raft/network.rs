@@ -38,6 +38,7 @@ use openraft::BasicNode;
 use serde::{de::DeserializeOwned, Serialize};
 use tonic::transport::{Channel, Endpoint};
 
+use super::stamp::Stamp;
 use super::{decode, encode, NodeId, Raft, TypeConfig};
 use crate::pb;
 use crate::pb::raft_client::RaftClient;
@@ -104,7 +105,7 @@ pub struct Network {
     target: NodeId,
     client: Option<RaftClient<Channel>>,
     error: Option<String>,
-    lease_tag: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+    lease_tag: Option<LeaseTag>,
     heard: Option<Arc<Heard>>,
     beats: Option<Arc<StallBeats>>,
 }
@@ -148,6 +149,22 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     }
 }
 
+type LeaseTag = tonic::metadata::MetadataValue<tonic::metadata::Ascii>;
+
+/// A Raft request to a peer: `data`, a deadline `ttl` away, this replica's lease tag.
+fn raft_request(
+    data: Vec<u8>,
+    ttl: Duration,
+    tag: Option<&LeaseTag>,
+) -> tonic::Request<pb::RaftMessage> {
+    let mut request = tonic::Request::new(pb::RaftMessage { data });
+    request.set_timeout(ttl);
+    if let Some(tag) = tag {
+        request.metadata_mut().insert(LEASE_HEADER, tag.clone());
+    }
+    request
+}
+
 type RpcResult<T, E> = Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
 
 #[derive(Debug, thiserror::Error)]
@@ -170,13 +187,9 @@ impl Network {
             let msg = Msg(self.error.clone().unwrap_or_default());
             return Err(RPCError::Unreachable(Unreachable::new(&msg)));
         };
-        let mut request = tonic::Request::new(pb::RaftMessage { data: encode(req) });
         // openraft wraps the call in its own timer of the same TTL; the request's deadline
         // only tells the peer when to stop working on it.
-        request.set_timeout(option.hard_ttl());
-        if let Some(tag) = &self.lease_tag {
-            request.metadata_mut().insert(LEASE_HEADER, tag.clone());
-        }
+        let request = raft_request(encode(req), option.hard_ttl(), self.lease_tag.as_ref());
         let reply = match which {
             "append" => client.append_entries(request).await,
             "vote" => client.vote(request).await,
@@ -237,7 +250,7 @@ impl RaftNetwork<TypeConfig> for Network {
         if let (Some(beats), Some(client), AppendEntriesResponse::Success) =
             (&self.beats, &self.client, &resp)
         {
-            beats.accepted(self.target, client, self.lease_tag.clone(), &rpc);
+            beats.accepted(self.target, client, self.lease_tag.as_ref(), &rpc);
         }
         Ok(resp)
     }
@@ -280,7 +293,7 @@ pub struct StallBeats {
 
 struct Beat {
     client: RaftClient<Channel>,
-    tag: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+    tag: Option<LeaseTag>,
     req: AppendEntriesRequest<TypeConfig>,
 }
 
@@ -292,12 +305,13 @@ impl std::fmt::Debug for StallBeats {
 }
 
 impl StallBeats {
-    /// Peer `target` accepted `rpc`.
+    /// Peer `target` accepted `rpc` (on the replication path: the connection is cloned
+    /// only for a peer's first beat of each term).
     fn accepted(
         &self,
         target: NodeId,
         client: &RaftClient<Channel>,
-        tag: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+        tag: Option<&LeaseTag>,
         rpc: &AppendEntriesRequest<TypeConfig>,
     ) {
         let req = AppendEntriesRequest {
@@ -306,12 +320,24 @@ impl StallBeats {
             leader_commit: rpc.leader_commit,
             entries: Vec::new(),
         };
-        let beat = Beat {
-            client: client.clone(),
-            tag,
-            req,
-        };
-        self.last.lock().insert(target, beat);
+        match self.last.lock().entry(target) {
+            std::collections::btree_map::Entry::Occupied(mut b) => {
+                let b = b.get_mut();
+                if b.req.vote != req.vote {
+                    // A new term: openraft made new connections for it.
+                    b.client = client.clone();
+                    b.tag = tag.cloned();
+                }
+                b.req = req;
+            }
+            std::collections::btree_map::Entry::Vacant(v) => {
+                v.insert(Beat {
+                    client: client.clone(),
+                    tag: tag.cloned(),
+                    req,
+                });
+            }
+        }
     }
 
     /// Sends every peer its heartbeat, waiting at most `ttl` for the answers (which are
@@ -323,13 +349,7 @@ impl StallBeats {
             .values()
             .map(|b| {
                 let mut client = b.client.clone();
-                let mut request = tonic::Request::new(pb::RaftMessage {
-                    data: encode(&b.req),
-                });
-                request.set_timeout(ttl);
-                if let Some(tag) = &b.tag {
-                    request.metadata_mut().insert(LEASE_HEADER, tag.clone());
-                }
+                let request = raft_request(encode(&b.req), ttl, b.tag.as_ref());
                 async move {
                     let _ = tokio::time::timeout(ttl, client.append_entries(request)).await;
                 }
@@ -347,48 +367,20 @@ impl StallBeats {
 /// The failure detector's inputs (see `server::elect`): when this replica last received
 /// an AppendEntries from a leader not older than its own vote (a heartbeat or entries),
 /// and when a peer last refused its vote request because the peer holds a longer log.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Heard {
-    epoch: std::time::Instant,
-    /// Milliseconds after `epoch` plus one; 0 = never.
-    last: std::sync::atomic::AtomicU64,
-    /// As `last`, for the latest vote refused by a peer with a longer log.
-    outlogged: std::sync::atomic::AtomicU64,
+    /// The last contact with a leader.
+    last: Stamp,
+    /// The latest vote refused by a peer with a longer log.
+    outlogged: Stamp,
     /// AppendEntries from a current leader being written here (their fsync pending).
     busy: std::sync::atomic::AtomicU64,
 }
 
-impl Default for Heard {
-    fn default() -> Self {
-        Heard {
-            epoch: std::time::Instant::now(),
-            last: 0.into(),
-            outlogged: 0.into(),
-            busy: 0.into(),
-        }
-    }
-}
-
 impl Heard {
-    fn stamp(&self, at: &std::sync::atomic::AtomicU64) {
-        let ms = self.epoch.elapsed().as_millis() as u64 + 1;
-        at.store(ms, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    fn age(&self, at: &std::sync::atomic::AtomicU64) -> Option<Duration> {
-        match at.load(std::sync::atomic::Ordering::Relaxed) {
-            0 => None,
-            ms => Some(
-                self.epoch
-                    .elapsed()
-                    .saturating_sub(Duration::from_millis(ms - 1)),
-            ),
-        }
-    }
-
     /// Notes contact with a leader now.
     pub fn touch(&self) {
-        self.stamp(&self.last);
+        self.last.set_now();
     }
 
     /// Time since the last contact with a leader; `None` if there was none yet. Zero
@@ -399,7 +391,7 @@ impl Heard {
         if self.busy.load(std::sync::atomic::Ordering::Relaxed) > 0 {
             return Some(Duration::ZERO);
         }
-        self.age(&self.last)
+        self.last.age()
     }
 
     /// Notes contact with a leader now and that its AppendEntries is being written until
@@ -412,12 +404,12 @@ impl Heard {
 
     /// Notes that a peer refused this replica's vote request because its log is longer.
     pub fn outlogged_now(&self) {
-        self.stamp(&self.outlogged);
+        self.outlogged.set_now();
     }
 
     /// Time since a peer last refused this replica's vote because its log is longer.
     pub fn outlogged(&self) -> Option<Duration> {
-        self.age(&self.outlogged)
+        self.outlogged.age()
     }
 }
 
