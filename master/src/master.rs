@@ -111,6 +111,8 @@ pub struct Inner {
     pub client: Client,
     /// The master's session.
     pub session: Session,
+    /// The data root's file system (its garbage collector's).
+    pub fs: std::sync::Arc<dyn sstable::Fs>,
     /// Tablet-server connections.
     pub conns: Conns,
     /// `None` until this master holds the lock and recovered; one operation at a time.
@@ -158,6 +160,10 @@ pub async fn run_observed(
             cfg.data_root.display()
         )));
     }
+    // The process's file system (a chaos run's fault model, when one is configured), so
+    // the collector's deletions go where the tablet servers' writes went.
+    let fs = sstable::fault::process_fs()
+        .map_err(|e| Error::InvalidArgument(format!("the master's file system: {e}")))?;
     let mut lock_cfg = ClientConfig::new(cfg.lock_addrs.clone());
     // Follows the chaos harness's clock-rate control (the monotonic clock in production).
     lock_cfg.clock = lockservice::clock::clock_from_env();
@@ -173,6 +179,7 @@ pub async fn run_observed(
     let inner = Arc::new(Inner {
         conns: Conns::new(cfg.rpc_timeout, cfg.load_timeout),
         cfg,
+        fs,
         id,
         client,
         session,
@@ -193,10 +200,6 @@ pub async fn run_observed(
 
 /// Waits for the master lock, takes over, then runs the control loop forever.
 async fn lead(inner: Arc<Inner>) -> Result<()> {
-    // The process's file system (a chaos run's fault model, when one is configured), so
-    // the collector's deletions go where the tablet servers' writes went.
-    let fs = sstable::fault::process_fs()
-        .map_err(|e| Error::InvalidArgument(format!("the master's file system: {e}")))?;
     ns::ensure_layout(&inner.client).await?;
     let seq = acquire_master_lock(&inner).await?;
     inner.guard()?;
@@ -236,7 +239,7 @@ async fn lead(inner: Arc<Inner>) -> Result<()> {
     }
     let mut ticker = tokio::time::interval(inner.cfg.tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut gc = crate::gc::Collector::new(fs);
+    let mut gc = crate::gc::Collector::new(inner.fs.clone());
     let mut last_gc = Instant::now();
     loop {
         ticker.tick().await;
