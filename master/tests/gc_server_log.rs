@@ -11,7 +11,6 @@ use std::time::Duration;
 use harness::*;
 use master::pb;
 use master::tpb;
-use tablet::server;
 use tablet::Mutation;
 
 /// Segment numbers in the server's log directory (there is one server).
@@ -30,15 +29,18 @@ fn segments(root: &Path) -> Vec<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_live_server_trims_its_log_below_what_its_tablets_need() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("root");
-    std::fs::create_dir_all(&root).unwrap();
-    let root = root.canonicalize().unwrap();
-    let (_lock, lock_addr) = lock_service(dir.path()).await;
-    let (listen, mut cfg) = tablet_server_config(&root, &lock_addr);
-    cfg.tablet_options.memtable_bytes = 16 * 1024;
-    cfg.log_options.segment_bytes = 8 * 1024;
-    let _server = tokio::spawn(server::run(cfg));
+    let LockAndServer {
+        dir: _dir,
+        root,
+        lock: _lock,
+        lock_addr,
+        listen,
+        server: _server,
+    } = lock_and_server(|cfg| {
+        cfg.tablet_options.memtable_bytes = 16 * 1024;
+        cfg.log_options.segment_bytes = 8 * 1024;
+    })
+    .await;
     let (maddr, _master) = start_master(&lock_addr, &root);
     active_status(maddr, failover_bound() * 4).await;
     let admin = admin(maddr).await;

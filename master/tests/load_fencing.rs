@@ -14,7 +14,6 @@ use harness::*;
 use master::metadata::descriptor;
 use master::tpb;
 use tablet::meta::TabletRecord;
-use tablet::server;
 use tablet::Schema;
 
 fn record(tablet_id: u64) -> TabletRecord {
@@ -33,13 +32,14 @@ fn record(tablet_id: u64) -> TabletRecord {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn loads_for_another_incarnation_or_a_fenced_epoch_never_serve() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("root");
-    std::fs::create_dir_all(&root).unwrap();
-    let root = root.canonicalize().unwrap();
-    let (_lock, lock_addr) = lock_service(dir.path()).await;
-    let (listen, cfg) = tablet_server_config(&root, &lock_addr);
-    let _server = tokio::spawn(server::run(cfg));
+    let LockAndServer {
+        dir: _dir,
+        lock: _lock,
+        lock_addr,
+        listen,
+        server: _server,
+        ..
+    } = lock_and_server(|_| {}).await;
 
     // Play the master: hold the master lock and fence every command with it.
     // (The session is bound, not dropped: it holds the master lock.)

@@ -15,7 +15,6 @@ use harness::*;
 use master::metadata::descriptor;
 use master::tpb;
 use tablet::meta::TabletRecord;
-use tablet::server;
 use tablet::Schema;
 
 /// Rows in the tablet and bytes per value: about 24 MiB, far more than the stream's
@@ -44,13 +43,14 @@ fn set(value: &[u8]) -> tpb::Mutation {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_scan_that_outlives_the_lease_ends_with_not_serving() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("root");
-    std::fs::create_dir_all(&root).unwrap();
-    let root = root.canonicalize().unwrap();
-    let (lock, lock_addr) = lock_service(dir.path()).await;
-    let (listen, cfg) = tablet_server_config(&root, &lock_addr);
-    let server_task = tokio::spawn(server::run(cfg));
+    let LockAndServer {
+        dir: _dir,
+        lock,
+        lock_addr,
+        listen,
+        server: server_task,
+        ..
+    } = lock_and_server(|_| {}).await;
 
     // Play the master: hold the master lock and load one tablet with it.
     // (The session is bound, not dropped: it holds the master lock.)

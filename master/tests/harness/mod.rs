@@ -210,3 +210,39 @@ pub async fn act_as_master(lock_addr: &str, listen: SocketAddr) -> ActingMaster 
         server_id,
     }
 }
+
+/// A one-replica lock service and one tablet server in this process, on real files under
+/// a temporary directory.
+pub struct LockAndServer {
+    /// Removed when dropped.
+    pub dir: tempfile::TempDir,
+    /// The data root (canonical).
+    pub root: std::path::PathBuf,
+    pub lock: Replica,
+    pub lock_addr: String,
+    /// Where the tablet server listens.
+    pub listen: SocketAddr,
+    pub server: tokio::task::JoinHandle<tablet::Result<()>>,
+}
+
+/// Starts a [`LockAndServer`]; `tweak` adjusts the server's configuration first.
+pub async fn lock_and_server(
+    tweak: impl FnOnce(&mut tablet::server::ServerConfig),
+) -> LockAndServer {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let root = root.canonicalize().unwrap();
+    let (lock, lock_addr) = lock_service(dir.path()).await;
+    let (listen, mut cfg) = tablet_server_config(&root, &lock_addr);
+    tweak(&mut cfg);
+    let server = tokio::spawn(tablet::server::run(cfg));
+    LockAndServer {
+        dir,
+        root,
+        lock,
+        lock_addr,
+        listen,
+        server,
+    }
+}
