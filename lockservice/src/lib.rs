@@ -152,11 +152,16 @@
 //!   batch and calls the flush callback later cannot help in openraft 0.9: its core
 //!   (`RaftCore::append_to_log`) awaits that callback before it does anything else, so
 //!   appends stay one at a time either way (a writer thread was tried twice and backed
-//!   out; it only added a hop). The same await is why a Raft write waits for two fsyncs
-//!   in a row, the leader's and then a follower's: the leader replicates only after its
-//!   own append returns, where etcd writes its WAL while the followers write theirs. With
-//!   a slow disk this chain is most of a single client's latency (measured in
-//!   benches/RESULTS.md). Two things shorten each link: the log file is preallocated
+//!   out; it only added a hop). The same await would make a Raft write wait for two
+//!   fsyncs in a row, the leader's and then a follower's, because openraft's replication
+//!   starts only after the leader's own append returns, where etcd writes its WAL while
+//!   the followers write theirs. [`raft::followers`] removes that wait: the leader's log
+//!   store sends a follower that is caught up the new entries at once (the AppendEntries
+//!   that replication would send next), and when replication then sends that request,
+//!   the network uses the early copy's `Success` instead of sending it again. The two
+//!   fsyncs overlap, and the leader still counts itself only after its own (the safety
+//!   argument is in that module; the simulation runs it under loss, duplication and
+//!   crashes). Two things shorten each fsync: the log file is preallocated
 //!   (records overwrite zeros, so an fdatasync flushes no metadata; see
 //!   [`raft::log_store`]), and `quarry lock-server` runs on one runtime thread while the
 //!   log's writes and fsyncs (and snapshot files and log rewrites) go to tokio's blocking

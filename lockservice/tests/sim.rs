@@ -1,8 +1,9 @@
 //! R2: a seeded randomized simulation of the lock service's Raft group, in one process.
 //!
 //! Three replicas run the real openraft glue — the record-log [`LogStore`] and the
-//! [`StateMachineStore`] with snapshots — on an in-memory [`FaultFs`] each, connected by a
-//! simulated network this test controls, under tokio's paused clock (a current-thread
+//! [`StateMachineStore`] with snapshots, and the leader's early replication through
+//! [`Followers`] — on an in-memory [`FaultFs`] each, connected by a simulated network this
+//! test controls (early copies included), under tokio's paused clock (a current-thread
 //! runtime per seed: time jumps to the next timer whenever every task waits). Per seed:
 //!
 //! - **Faults** (from the seed): message loss, duplication, delay and thereby reordering,
@@ -45,6 +46,7 @@ use std::time::Duration;
 use checker::{check_partitioned, Operation, Register, RegisterInput, RegisterOutput, Verdict};
 use lockservice::clock::{Clock, ManualClock};
 use lockservice::lease::{LeaseConfig, LeaseTable};
+use lockservice::raft::followers::{Followers, SendFn};
 use lockservice::raft::log_store::LogStore;
 use lockservice::raft::sm_store::{EventBatch, Shared, StateMachineStore};
 use lockservice::raft::{raft_config, Compaction, NodeId, Raft, RaftTiming, TypeConfig};
@@ -126,12 +128,44 @@ impl Net {
 struct SimNetwork {
     from: NodeId,
     net: Arc<Net>,
+    followers: Arc<Followers>,
 }
 
 struct SimConn {
     from: NodeId,
     to: NodeId,
     net: Arc<Net>,
+    followers: Arc<Followers>,
+}
+
+impl SimConn {
+    /// Tells [`Followers`] that the peer accepted `rpc` (as the real network does).
+    fn accepted(&self, rpc: &AppendEntriesRequest<TypeConfig>) {
+        let (from, to, net) = (self.from, self.to, self.net.clone());
+        self.followers
+            .accepted(to, || early_sender(from, to, net), rpc);
+    }
+}
+
+/// Sends an AppendEntries outside openraft (an early copy) through the same faulty
+/// network as every other message.
+fn early_sender(from: NodeId, to: NodeId, net: Arc<Net>) -> SendFn {
+    Arc::new(move |rpc, ttl| {
+        let net = net.clone();
+        Box::pin(async move {
+            let (raft, delay, dup) = net.fate(from, to).ok()?;
+            if let Some(d) = dup {
+                let (r, copy) = (raft.clone(), rpc.clone());
+                tokio::spawn(async move {
+                    sleep(d).await;
+                    let _ = r.append_entries(copy).await;
+                });
+            }
+            sleep(delay).await;
+            let reply = timeout(ttl, raft.append_entries(rpc)).await.ok()?.ok()?;
+            (!net.reply_lost(from, to)).then_some(reply)
+        })
+    })
 }
 
 impl RaftNetworkFactory<TypeConfig> for SimNetwork {
@@ -142,6 +176,7 @@ impl RaftNetworkFactory<TypeConfig> for SimNetwork {
             from: self.from,
             to: target,
             net: self.net.clone(),
+            followers: self.followers.clone(),
         }
     }
 }
@@ -186,7 +221,16 @@ impl RaftNetwork<TypeConfig> for SimConn {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>, openraft::error::Infallible> {
-        deliver!(self, rpc, option, append_entries)
+        if self.followers.early_answer(self.to, &rpc).await {
+            self.accepted(&rpc);
+            return Ok(AppendEntriesResponse::Success);
+        }
+        let copy = rpc.clone();
+        let reply = deliver!(self, rpc, option, append_entries);
+        if let Ok(AppendEntriesResponse::Success) = &reply {
+            self.accepted(&copy);
+        }
+        reply
     }
 
     async fn install_snapshot(
@@ -278,7 +322,12 @@ impl Cluster {
         };
         let cfg = Arc::new(raft_config(id, timing, compaction).expect("config"));
         let dir = std::path::PathBuf::from(format!("/r{id}"));
-        let log = LogStore::open(fs.clone(), &dir.join("raft")).expect("log reopens");
+        let followers = Arc::new(Followers::new(Duration::from_millis(
+            cfg.heartbeat_interval,
+        )));
+        let log = LogStore::open(fs.clone(), &dir.join("raft"))
+            .expect("log reopens")
+            .with_followers(followers.clone());
         let clock: Arc<dyn Clock> = self.clock.clone();
         let leases = LeaseTable::new(LeaseConfig::default());
         let sm = StateMachineStore::open(fs, &dir, leases, clock).expect("state reopens");
@@ -286,6 +335,7 @@ impl Cluster {
         let network = SimNetwork {
             from: id,
             net: self.net.clone(),
+            followers,
         };
         let events = shared.events.subscribe(); // before the first apply
         let raft = Raft::new(id, cfg, network, log, sm)

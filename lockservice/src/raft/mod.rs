@@ -7,6 +7,9 @@
 //!   snapshots (docs/format/lock-snapshot.md).
 //! - [`network::Network`]: Raft RPCs over tonic, openraft's types postcard-encoded inside
 //!   `bytes` fields.
+//! - [`followers::Followers`]: what a leader sends outside openraft's replication streams:
+//!   heartbeats while its fsync stalls the core, and new entries sent to the followers
+//!   while its own fsync runs (early replication; the safety argument is in that module).
 //!
 //! openraft 0.9 pitfalls handled here (../shared/DEPENDENCIES.md): each replica draws its
 //! election timeout once per process, so [`raft_config`] gives replica `k` the window
@@ -15,6 +18,7 @@
 //! path, so the log is read from disk only at start-up (a corrupt log refuses to start) and
 //! served from memory afterwards.
 
+pub mod followers;
 pub mod log_store;
 pub mod network;
 pub mod sm_store;

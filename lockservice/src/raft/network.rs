@@ -38,6 +38,7 @@ use openraft::BasicNode;
 use serde::{de::DeserializeOwned, Serialize};
 use tonic::transport::{Channel, Endpoint};
 
+use super::followers::{Followers, SendFn};
 use super::stamp::Stamp;
 use super::{decode, encode, NodeId, Raft, TypeConfig};
 use crate::pb;
@@ -55,7 +56,7 @@ pub struct NetworkFactory {
     me: NodeId,
     lease_tag: Option<String>,
     heard: Option<Arc<Heard>>,
-    beats: Option<Arc<StallBeats>>,
+    followers: Option<Arc<Followers>>,
 }
 
 impl NetworkFactory {
@@ -65,7 +66,7 @@ impl NetworkFactory {
             me: 0,
             lease_tag: Some(tag),
             heard: None,
-            beats: None,
+            followers: None,
         }
     }
 
@@ -82,10 +83,10 @@ impl NetworkFactory {
         self
     }
 
-    /// Keeps in `beats` the last AppendEntries each peer accepted, as a heartbeat
-    /// (see [`StallBeats`]).
-    pub fn with_stall_beats(mut self, beats: Arc<StallBeats>) -> NetworkFactory {
-        self.beats = Some(beats);
+    /// Keeps in `followers` each peer's connection and the last AppendEntries it accepted,
+    /// for stall heartbeats and early replication (see [`Followers`]).
+    pub fn with_followers(mut self, followers: Arc<Followers>) -> NetworkFactory {
+        self.followers = Some(followers);
         self
     }
 }
@@ -107,7 +108,7 @@ pub struct Network {
     error: Option<String>,
     lease_tag: Option<LeaseTag>,
     heard: Option<Arc<Heard>>,
-    beats: Option<Arc<StallBeats>>,
+    followers: Option<Arc<Followers>>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
@@ -133,7 +134,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
                     error: None,
                     lease_tag,
                     heard: self.heard.clone(),
-                    beats: self.beats.clone(),
+                    followers: self.followers.clone(),
                 }
             }
             Err(e) => Network {
@@ -143,7 +144,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
                 error: Some(format!("bad address {}: {e}", node.addr)),
                 lease_tag,
                 heard: self.heard.clone(),
-                beats: self.beats.clone(),
+                followers: self.followers.clone(),
             },
         }
     }
@@ -236,6 +237,16 @@ pub fn unreachable_backoff() -> impl Iterator<Item = Duration> + Send + 'static 
         .chain(std::iter::repeat(Duration::from_millis(160)))
 }
 
+impl Network {
+    /// Tells [`Followers`] that the peer accepted `rpc`.
+    fn accepted(&self, rpc: &AppendEntriesRequest<TypeConfig>) {
+        if let (Some(followers), Some(client)) = (&self.followers, &self.client) {
+            let tag = self.lease_tag.clone();
+            followers.accepted(self.target, || send_fn(client.clone(), tag), rpc);
+        }
+    }
+}
+
 impl RaftNetwork<TypeConfig> for Network {
     fn backoff(&self) -> Backoff {
         Backoff::new(unreachable_backoff())
@@ -246,11 +257,17 @@ impl RaftNetwork<TypeConfig> for Network {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>, openraft::error::Infallible> {
+        if let Some(followers) = &self.followers {
+            // The answer to an early copy of this request, if one was sent (see
+            // `raft::followers`); otherwise the request goes out now.
+            if followers.early_answer(self.target, &rpc).await {
+                self.accepted(&rpc);
+                return Ok(AppendEntriesResponse::Success);
+            }
+        }
         let resp = self.call("append", &rpc, &option).await?;
-        if let (Some(beats), Some(client), AppendEntriesResponse::Success) =
-            (&self.beats, &self.client, &resp)
-        {
-            beats.accepted(self.target, client, self.lease_tag.as_ref(), &rpc);
+        if resp == AppendEntriesResponse::Success {
+            self.accepted(&rpc);
         }
         Ok(resp)
     }
@@ -278,90 +295,22 @@ impl RaftNetwork<TypeConfig> for Network {
     }
 }
 
-/// The leader's heartbeats for the time its own log fsync holds openraft's core (see
-/// `server::stall`): per peer, the last AppendEntries it accepted, without its entries.
-///
-/// Such a request is safe to send again at any time: Raft allows any message to be
-/// duplicated or delayed, and this one asks nothing new of the follower (its log already
-/// holds everything up to the request's last entry, it names a commit index the follower
-/// was already told, and a vote the follower refuses once it has seen a newer one). What it
-/// does is what a heartbeat does: it tells the follower that this leader still leads.
-#[derive(Default)]
-pub struct StallBeats {
-    last: parking_lot::Mutex<std::collections::BTreeMap<NodeId, Beat>>,
-}
-
-struct Beat {
-    client: RaftClient<Channel>,
-    tag: Option<LeaseTag>,
-    req: AppendEntriesRequest<TypeConfig>,
-}
-
-impl std::fmt::Debug for StallBeats {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let peers: Vec<NodeId> = self.last.lock().keys().copied().collect();
-        f.debug_struct("StallBeats").field("peers", &peers).finish()
-    }
-}
-
-impl StallBeats {
-    /// Peer `target` accepted `rpc` (on the replication path: the connection is cloned
-    /// only for a peer's first beat of each term).
-    fn accepted(
-        &self,
-        target: NodeId,
-        client: &RaftClient<Channel>,
-        tag: Option<&LeaseTag>,
-        rpc: &AppendEntriesRequest<TypeConfig>,
-    ) {
-        let req = AppendEntriesRequest {
-            vote: rpc.vote,
-            prev_log_id: rpc.entries.last().map(|e| e.log_id).or(rpc.prev_log_id),
-            leader_commit: rpc.leader_commit,
-            entries: Vec::new(),
-        };
-        match self.last.lock().entry(target) {
-            std::collections::btree_map::Entry::Occupied(mut b) => {
-                let b = b.get_mut();
-                if b.req.vote != req.vote {
-                    // A new term: openraft made new connections for it.
-                    b.client = client.clone();
-                    b.tag = tag.cloned();
-                }
-                b.req = req;
-            }
-            std::collections::btree_map::Entry::Vacant(v) => {
-                v.insert(Beat {
-                    client: client.clone(),
-                    tag: tag.cloned(),
-                    req,
-                });
-            }
-        }
-    }
-
-    /// Sends every peer its heartbeat, waiting at most `ttl` for the answers (which are
-    /// not needed: only the sending matters).
-    pub async fn send(&self, ttl: Duration) {
-        let calls: Vec<_> = self
-            .last
-            .lock()
-            .values()
-            .map(|b| {
-                let mut client = b.client.clone();
-                let request = raft_request(encode(&b.req), ttl, b.tag.as_ref());
-                async move {
-                    let _ = tokio::time::timeout(ttl, client.append_entries(request)).await;
-                }
-            })
-            .collect();
-        futures::future::join_all(calls).await;
-    }
-
-    /// Forgets every peer's heartbeat (this replica no longer leads).
-    pub fn clear(&self) {
-        self.last.lock().clear();
-    }
+/// A [`SendFn`] over `client`: an AppendEntries outside openraft (stall heartbeats and
+/// early copies, see [`Followers`]).
+fn send_fn(client: RaftClient<Channel>, tag: Option<LeaseTag>) -> SendFn {
+    Arc::new(move |req, ttl| {
+        let mut client = client.clone();
+        let request = raft_request(encode(&req), ttl, tag.as_ref());
+        Box::pin(async move {
+            let reply = tokio::time::timeout(ttl, client.append_entries(request))
+                .await
+                .ok()?
+                .ok()?;
+            let result: Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>> =
+                decode(&reply.into_inner().data, "append entries").ok()?;
+            result.ok()
+        })
+    })
 }
 
 /// The failure detector's inputs (see `server::elect`): when this replica last received
@@ -557,7 +506,7 @@ mod tests {
             error: None,
             lease_tag: None,
             heard: None,
-            beats: None,
+            followers: None,
         }
     }
 

@@ -34,10 +34,9 @@ use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::lease::{LeaseConfig, LeaseTable};
 use crate::pb;
+use crate::raft::followers::Followers;
 use crate::raft::log_store::LogStore;
-use crate::raft::network::{
-    lease_tag, Heard, NetworkFactory, RaftService, StallBeats, MAX_RAFT_MESSAGE,
-};
+use crate::raft::network::{lease_tag, Heard, NetworkFactory, RaftService, MAX_RAFT_MESSAGE};
 use crate::raft::sm_store::{Shared, StateMachineStore};
 use crate::raft::{raft_config, Compaction, NodeId, Raft, RaftTiming};
 use crate::state::{Command, Reply};
@@ -137,9 +136,11 @@ impl Replica {
             )));
         }
         let raft_cfg = Arc::new(raft_config(cfg.id, cfg.timing, cfg.compaction)?);
-        let log = LogStore::open(fs.clone(), &cfg.data_dir.join("raft"))?.io_off_runtime();
+        let followers = Arc::new(Followers::new(cfg.timing.heartbeat));
+        let log = LogStore::open(fs.clone(), &cfg.data_dir.join("raft"))?
+            .io_off_runtime()
+            .with_followers(followers.clone());
         let flush = log.flush_clock();
-        let beats = Arc::new(StallBeats::default());
         let sm = StateMachineStore::open(fs, &cfg.data_dir, LeaseTable::new(cfg.lease), clock)?
             .io_off_runtime();
         let shared = sm.shared.clone();
@@ -151,7 +152,7 @@ impl Replica {
             NetworkFactory::with_lease_tag(tag)
                 .from_replica(cfg.id)
                 .with_heard(heard.clone())
-                .with_stall_beats(beats.clone()),
+                .with_followers(followers.clone()),
             log,
             sm,
         )
@@ -188,7 +189,7 @@ impl Replica {
         tokio::spawn(stall::stall_heartbeats(
             inner.clone(),
             flush,
-            beats,
+            followers,
             cfg.timing.heartbeat,
             shutdown_rx.clone(),
         ));

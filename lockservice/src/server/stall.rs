@@ -10,7 +10,7 @@
 //!
 //! While an append of this leader has been running for at least a heartbeat interval, this
 //! task sends each follower, once per interval, the last AppendEntries it accepted without
-//! its entries ([`StallBeats`]): a duplicate of a message already delivered, which Raft
+//! its entries ([`Followers::beat`]): a duplicate of a message already delivered, which Raft
 //! allows at any time, and which tells the follower what a heartbeat tells it. It does so
 //! only for [`STALL_COVER`]: a disk that hangs for longer is a failed leader, and the
 //! followers then elect another one as if it had died (after `STALL_COVER` plus their
@@ -35,8 +35,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::Inner;
+use crate::raft::followers::Followers;
 use crate::raft::log_store::FlushClock;
-use crate::raft::network::StallBeats;
 
 /// How long a running fsync of the leader is covered by heartbeats from this task.
 pub const STALL_COVER: Duration = Duration::from_secs(1);
@@ -52,7 +52,7 @@ fn due(pending: Option<Duration>, heartbeat: Duration, since_sent: Option<Durati
 pub(crate) async fn stall_heartbeats(
     inner: Arc<Inner>,
     flush: Arc<FlushClock>,
-    beats: Arc<StallBeats>,
+    followers: Arc<Followers>,
     heartbeat: Duration,
     shutdown: watch::Receiver<bool>,
 ) {
@@ -74,7 +74,7 @@ pub(crate) async fn stall_heartbeats(
             m.state.is_leader() && m.current_leader == Some(inner.id)
         };
         if !leading {
-            beats.clear();
+            followers.clear();
             continue;
         }
         sent = Some(now);
@@ -82,7 +82,7 @@ pub(crate) async fn stall_heartbeats(
             pending_ms = flush.pending_for().map(|p| p.as_millis() as u64),
             "log fsync still running: heartbeats from the side"
         );
-        beats.send(heartbeat).await;
+        followers.beat(heartbeat).await;
     }
 }
 
