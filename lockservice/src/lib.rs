@@ -166,7 +166,10 @@
 //!   [`raft::log_store`]), and `quarry lock-server` runs on one runtime thread while the
 //!   log's writes and fsyncs (and snapshot files and log rewrites) go to tokio's blocking
 //!   pool, so gRPC, heartbeats and replication keep that thread during an fsync and no
-//!   Raft step waits for a wake-up on another core. A stall of that thread longer than
+//!   Raft step waits for a wake-up on another core. A follower's appends are the
+//!   exception: they fsync on that thread, since the follower's core waits for them
+//!   before it answers anything and the answer is the leader's critical path
+//!   ([`raft::log_store::LogStore::io_off_runtime`]). A stall of the leader's thread longer than
 //!   the followers' failure detector would depose a healthy leader, and the new leader
 //!   restarts every lease: nothing slow may run on it. The leader's own log fsync is the
 //!   stall left: openraft's core sends no heartbeat while it waits for it, so a

@@ -138,7 +138,7 @@ impl Replica {
         let raft_cfg = Arc::new(raft_config(cfg.id, cfg.timing, cfg.compaction)?);
         let followers = Arc::new(Followers::new(cfg.timing.heartbeat));
         let log = LogStore::open(fs.clone(), &cfg.data_dir.join("raft"))?
-            .io_off_runtime()
+            .io_off_runtime(cfg.id)
             .with_followers(followers.clone());
         let flush = log.flush_clock();
         let sm = StateMachineStore::open(fs, &cfg.data_dir, LeaseTable::new(cfg.lease), clock)?
