@@ -61,6 +61,7 @@ use openraft::{BasicNode, ServerState};
 use parking_lot::Mutex;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use sstable::fault::Fault;
 use sstable::FaultFs;
 use tokio::time::{sleep, timeout, Instant};
 
@@ -327,7 +328,7 @@ impl Cluster {
         )));
         let log = LogStore::open(fs.clone(), &dir.join("raft"))
             .expect("log reopens")
-            .with_followers(followers.clone());
+            .with_followers(id, followers.clone());
         let clock: Arc<dyn Clock> = self.clock.clone();
         let leases = LeaseTable::new(LeaseConfig::default());
         let sm = StateMachineStore::open(fs, &dir, leases, clock).expect("state reopens");
@@ -943,4 +944,101 @@ fn sim() {
         seeds.len(), total.ops, total.unknown, total.holds, total.crashes, gave_up
     );
     assert!(failed.is_empty(), "failing seeds: {failed:?}");
+}
+
+/// Early replication lets a follower hold an entry durably before the leader does. Here
+/// the leader's fsync of a write fails (its core stops) while its early copies reach both
+/// followers, and it loses that entry in the crash that follows. Restarted at once, before
+/// the followers' election timers run out, it must not lead its old term again: its next
+/// entry would get the lost entry's log id, the followers (which compare log ids only)
+/// would answer `Success` while holding the lost write, and the state machines would
+/// part. It must start as a follower, and the group goes on in a new term with the write
+/// the followers hold. Without the vote rule of `LogStore::with_followers` (checked), the
+/// restarted leader resumes its term, and after its next entry the replicas' state
+/// machines disagree.
+#[test]
+fn a_leader_that_lost_an_entry_its_followers_hold_starts_a_new_term() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let cluster: ClusterRef = Arc::new(tokio::sync::Mutex::new(Cluster::start(1).await));
+        let write = |v: &str| Command::Write {
+            path: "/a".into(),
+            content: v.as_bytes().to_vec(),
+            expected_content_generation: None,
+            fence: None,
+        };
+        let create = Command::Create {
+            path: "/a".into(),
+            dir: false,
+            content: Vec::new(),
+            ephemeral: None,
+        };
+        until_answered(&cluster, create).await.expect("create");
+        until_answered(&cluster, write("before"))
+            .await
+            .expect("write");
+        sleep(Duration::from_millis(100)).await; // the followers accept the commit index
+
+        let (old, raft, term, lost) = {
+            let c = cluster.lock().await;
+            let (old, raft, _) = c.leader().expect("a leader");
+            let m = raft.metrics().borrow().clone();
+            (
+                old,
+                raft,
+                m.current_term,
+                m.last_log_index.expect("a log") + 1,
+            )
+        };
+        let fault = Fault::SyncFails {
+            path: "raft".into(),
+            times: 1,
+        };
+        cluster.lock().await.disks[&old].inject(fault);
+        assert!(propose(&raft, write("lost by the leader")).await.is_none());
+        sleep(Duration::from_millis(20)).await; // the early copies land
+        {
+            let c = cluster.lock().await;
+            for (id, r) in c.up.iter().filter(|(id, _)| **id != old) {
+                let last = r.raft.metrics().borrow().last_log_index;
+                assert_eq!(last, Some(lost), "follower {id} holds the early copy");
+            }
+        }
+        {
+            let mut c = cluster.lock().await;
+            c.crash(old).await;
+            c.disks[&old].clear_faults();
+            c.boot(old).await;
+            let mut rx = c.up[&old].raft.metrics();
+            let m = timeout(
+                Duration::from_secs(1),
+                rx.wait_for(|m| m.last_log_index.is_some()),
+            )
+            .await
+            .expect("metrics after the restart")
+            .expect("raft runs")
+            .clone();
+            assert_eq!(m.last_log_index, Some(lost - 1), "the leader lost it");
+            assert_ne!(m.state, ServerState::Leader, "resumed term {term}");
+        }
+        // A different command next (the monitor compares what each index did).
+        let create_b = Command::Create {
+            path: "/b".into(),
+            dir: false,
+            content: b"after".to_vec(),
+            ephemeral: None,
+        };
+        until_answered(&cluster, create_b).await.expect("create /b");
+        converge(&cluster).await.expect("converge");
+        let c = cluster.lock().await;
+        let violations = std::mem::take(&mut c.monitor.lock().violations);
+        assert!(violations.is_empty(), "{violations:?}");
+        let (_, raft, _) = c.leader().expect("a leader");
+        assert!(raft.metrics().borrow().current_term > term);
+    });
+    rt.shutdown_background();
 }

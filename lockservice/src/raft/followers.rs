@@ -21,10 +21,20 @@
 //! Why it is safe:
 //! - An early copy is a message this leader could have sent at that moment: its vote, a
 //!   `prev_log_id` and entries read from its own log (which a leader never truncates in its
-//!   term), and a commit index it already sent. Raft tolerates any such message arriving
-//!   late, twice or never: a follower that has seen a newer vote refuses it, and one whose
-//!   log disagrees at `prev_log_id` answers with a conflict (and truncates an uncommitted
-//!   suffix, as it would for the replication stream's request).
+//!   term), and a commit index no greater than one openraft put in a request, so never
+//!   beyond what is committed. Raft tolerates any such message arriving late, twice or
+//!   never: a follower that has seen a newer vote refuses it, and one whose log disagrees
+//!   at `prev_log_id` answers with a conflict (and truncates an uncommitted suffix, as it
+//!   would for the replication stream's request).
+//! - A follower may hold an entry durably before the leader does, which plain openraft
+//!   never allows. If the leader then crashes and loses the entry, openraft 0.9 would
+//!   restore it, from its persisted committed vote, as leader of the same term
+//!   (`Engine::startup`), and its next entry would get the lost entry's log id; the
+//!   follower, which compares log ids only, would answer `Success` while holding the other
+//!   entry, and the state machines would part. So a replica never resumes leadership of
+//!   the term it had before a restart: its log store reads its own committed vote back
+//!   uncommitted ([`crate::raft::log_store::LogStore::with_followers`]), and it must win
+//!   a new term, whose log ids are new. (Found in review; `tests/sim.rs` has the case.)
 //! - The reused answer means what the replication stream's own answer would mean. A
 //!   `Success` for a request of vote `v` ending at log id `L` says that the follower's
 //!   log, once fsynced, matched the leader's up to `L` (it held `prev_log_id` and appended
@@ -37,7 +47,9 @@
 //!   the commit index is computed by openraft alone from the answers it received.
 //!
 //! The follower then learns the new commit index from the next request (openraft sends one
-//! when the commit index moves), not from the reused one.
+//! when the commit index moves), not from the reused one. Early copies go only to a
+//! follower that accepted a request through openraft recently ([`STALE_AFTER`]), so a
+//! removed member stops getting them.
 //!
 //! The simulation (`tests/sim.rs`) runs this path through its faulty network: early copies
 //! are lost, duplicated and reordered like any message.
@@ -50,6 +62,7 @@ use futures::future::BoxFuture;
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse};
 use openraft::{LogId, Vote};
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use super::{Entry, NodeId, TypeConfig};
 
@@ -67,6 +80,10 @@ pub type Answer = AppendEntriesResponse<NodeId>;
 /// Early copies kept per follower (older ones are dropped; their requests go out as usual).
 const EARLY_KEPT: usize = 32;
 
+/// Early copies go only to a follower that accepted a request through openraft within
+/// this many AppendEntries timeouts (openraft sends at least a heartbeat every interval).
+pub const STALE_AFTER: u32 = 25;
+
 /// Per follower: its connection and what it last accepted from this leader (see the
 /// module doc).
 #[derive(Default)]
@@ -78,8 +95,10 @@ pub struct Followers {
 
 struct Peer {
     send: SendFn,
-    /// The last request it accepted through openraft, without its entries: its vote and
-    /// commit index, and as `prev_log_id` the last log id it then matched.
+    /// When it last accepted a request through openraft.
+    at: Instant,
+    /// What it accepted through openraft, as a request without entries: the vote, the
+    /// highest commit index, and as `prev_log_id` the last log id it matched.
     beat: AppendEntriesRequest<TypeConfig>,
     /// Early copies still of use, oldest first.
     early: VecDeque<Early>,
@@ -115,42 +134,50 @@ impl Followers {
         }
     }
 
-    /// Follower `target` accepted `rpc` through openraft's replication; `send` makes its
-    /// connection, called only for the follower's first request of a new vote (openraft
-    /// makes new connections per term).
+    /// Follower `target` accepted `rpc` through openraft; `send` makes its connection,
+    /// called only for the follower's first request of a new vote (openraft makes new
+    /// connections per term). Within a vote, what it matched and the commit index only
+    /// move forward (a leadership check's heartbeat names an older match); an answer
+    /// under an older vote, arriving late, changes nothing.
     pub fn accepted(
         &self,
         target: NodeId,
         send: impl FnOnce() -> SendFn,
         rpc: &AppendEntriesRequest<TypeConfig>,
     ) {
-        let matched = rpc.entries.last().map(|e| e.log_id).or(rpc.prev_log_id);
         let beat = AppendEntriesRequest {
             vote: rpc.vote,
-            prev_log_id: matched,
+            prev_log_id: rpc.entries.last().map(|e| e.log_id).or(rpc.prev_log_id),
             leader_commit: rpc.leader_commit,
             entries: Vec::new(),
         };
+        let now = Instant::now();
         let mut peers = self.peers.lock();
-        match peers.entry(target) {
-            std::collections::btree_map::Entry::Occupied(mut p) => {
-                let p = p.get_mut();
-                if p.beat.vote != beat.vote {
-                    p.send = send();
-                    p.early.clear();
-                }
-                let upto = matched.map(|m| m.index);
-                p.early.retain(|e| Some(e.last.index) > upto);
-                p.beat = beat;
-            }
+        let p = match peers.entry(target) {
             std::collections::btree_map::Entry::Vacant(v) => {
                 v.insert(Peer {
                     send: send(),
+                    at: now,
                     beat,
                     early: VecDeque::new(),
                 });
+                return;
             }
+            std::collections::btree_map::Entry::Occupied(p) => p.into_mut(),
+        };
+        if beat.vote == p.beat.vote {
+            p.beat.prev_log_id = p.beat.prev_log_id.max(beat.prev_log_id);
+            p.beat.leader_commit = p.beat.leader_commit.max(beat.leader_commit);
+        } else if beat.vote > p.beat.vote {
+            p.send = send();
+            p.early.clear();
+            p.beat = beat;
+        } else {
+            return;
         }
+        p.at = now;
+        let upto = p.beat.prev_log_id.map(|m| m.index);
+        p.early.retain(|e| Some(e.last.index) > upto);
     }
 
     /// Sends every follower its heartbeat (the last request it accepted, without entries),
@@ -172,41 +199,32 @@ impl Followers {
     }
 
     /// The leader's log store is about to append `entries` after `prev` (the log id before
-    /// the first of them): sends them at once to every follower that has accepted, or been
-    /// sent early, everything up to `prev` under the vote that made these entries.
-    /// Entries of another leader (this replica is a follower appending what it received)
-    /// match no follower's vote and go nowhere.
+    /// the first of them): sends them at once to every follower that recently accepted,
+    /// or has been sent early, everything up to `prev` under the vote that made these
+    /// entries. Entries of another leader (this replica is a follower appending what it
+    /// received) match no follower's vote and go nowhere.
     pub fn send_early(&self, prev: Option<LogId<NodeId>>, entries: &[Entry]) {
         let Some(last) = entries.last().map(|e| e.log_id) else {
             return;
         };
-        let mut peers = self.peers.lock();
-        for p in peers.values_mut() {
+        let now = Instant::now();
+        let mut sends = Vec::new();
+        for p in self.peers.lock().values_mut() {
             let vote = p.beat.vote;
             let ours = vote.is_committed()
                 && entries
                     .iter()
                     .all(|e| e.log_id.leader_id == *vote.leader_id());
+            let live = now.duration_since(p.at) <= self.ttl * STALE_AFTER;
             // Where the follower's log will end once what was sent to it is written.
             let chained = match p.early.back() {
                 Some(e) if !e.failed() => Some(e.last),
                 _ => p.beat.prev_log_id,
             };
-            if !ours || chained != prev {
+            if !ours || !live || chained != prev {
                 continue;
             }
-            let req = AppendEntriesRequest {
-                vote,
-                prev_log_id: prev,
-                leader_commit: p.beat.leader_commit,
-                entries: entries.to_vec(),
-            };
             let (tx, rx) = watch::channel(None);
-            let call = (p.send)(req, self.ttl);
-            tokio::spawn(async move {
-                let ok = matches!(call.await, Some(AppendEntriesResponse::Success));
-                let _ = tx.send(Some(ok));
-            });
             if p.early.len() == EARLY_KEPT {
                 p.early.pop_front();
             }
@@ -214,6 +232,22 @@ impl Followers {
                 vote,
                 last,
                 answer: rx,
+            });
+            let req = AppendEntriesRequest {
+                vote,
+                prev_log_id: prev,
+                leader_commit: p.beat.leader_commit,
+                entries: Vec::new(),
+            };
+            sends.push((p.send.clone(), req, tx));
+        }
+        // Copied, encoded and sent outside the lock.
+        for (send, mut req, tx) in sends {
+            req.entries = entries.to_vec();
+            let call = send(req, self.ttl);
+            tokio::spawn(async move {
+                let ok = matches!(call.await, Some(AppendEntriesResponse::Success));
+                let _ = tx.send(Some(ok));
             });
         }
     }
@@ -400,6 +434,31 @@ mod tests {
             settle().await;
             assert_eq!(p.sent_ranges(), [(Some(5), 6)]);
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_match_only_moves_forward_and_a_quiet_follower_gets_no_early_copies() {
+        let ttl = Duration::from_millis(40);
+        let f = Followers::new(ttl);
+        let p = Peer::new(Some(AppendEntriesResponse::Success));
+        f.accepted(2, || p.send_fn(), &request(2, 5, 5)); // matched 5
+        let mut check = request(2, 4, 4); // a leadership check's heartbeat: prev 3
+        check.entries.clear();
+        f.accepted(2, || p.send_fn(), &check);
+        f.accepted(2, || p.send_fn(), &request(1, 9, 9)); // a late answer, older vote
+        assert_eq!(p.made.load(std::sync::atomic::Ordering::Relaxed), 1);
+        f.send_early(Some(log_id(2, 1, 5)), &entries(2, 1, 6, 6));
+        settle().await;
+        assert_eq!(p.sent_ranges(), [(Some(5), 6)], "still chained at 5");
+
+        tokio::time::advance(ttl * STALE_AFTER + Duration::from_millis(1)).await;
+        f.send_early(Some(log_id(2, 1, 6)), &entries(2, 1, 7, 7));
+        settle().await;
+        assert_eq!(p.sent_ranges().len(), 1, "nothing accepted for a second");
+        f.accepted(2, || p.send_fn(), &request(2, 6, 6));
+        f.send_early(Some(log_id(2, 1, 6)), &entries(2, 1, 7, 7));
+        settle().await;
+        assert_eq!(p.sent_ranges().len(), 2, "heard from again");
     }
 
     #[tokio::test]

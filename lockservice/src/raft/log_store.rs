@@ -117,7 +117,7 @@ pub struct LogStore {
     file: Arc<Mutex<File>>,
     /// Write and fsync on a blocking-pool thread ([`LogStore::io_off_runtime`]).
     off_runtime: bool,
-    /// This replica's id, when [`LogStore::io_off_runtime`] named it.
+    /// This replica's id, when [`LogStore::with_followers`] named it.
     me: Option<NodeId>,
     flush: Arc<FlushClock>,
     /// Where a leader's new entries are sent early ([`LogStore::with_followers`]).
@@ -213,22 +213,23 @@ impl LogStore {
         })
     }
 
-    /// Does the writes and fsyncs of replica `me` on tokio's blocking pool, so that the
-    /// runtime's threads (one, in `quarry lock-server`) go on serving RPCs and replication
-    /// while the disk works. Not under a paused clock (the simulation), which would
-    /// advance time while the fsync runs.
+    /// Does the writes and fsyncs on tokio's blocking pool, so that the runtime's threads
+    /// (one, in `quarry lock-server`) go on serving RPCs and replication while the disk
+    /// works. Not under a paused clock (the simulation), which would advance time while
+    /// the fsync runs.
     ///
-    /// Except a follower's appends (entries another leader made): they run on the
-    /// caller's thread. A follower's openraft core waits for that fsync before it answers
-    /// anything anyway, the answer is what the leader waits for (the critical path since
-    /// the leader replicates early), and the two thread switches of a blocking-pool task
-    /// were about a tenth of a write there (1-client p50 1.67-1.76 → 1.50-1.60 ms, 8
-    /// clients 2 327-2 489 → 2 445-2 849 cycles/s, interleaved). A follower has no
-    /// heartbeats to send; its failure detector, which shares the thread, cannot fire
-    /// during the fsync, which is the safe direction.
-    pub fn io_off_runtime(mut self, me: NodeId) -> LogStore {
+    /// Except a follower's appends (entries another leader made, once
+    /// [`LogStore::with_followers`] named this replica) that fit in the current file:
+    /// they run on the caller's thread. A follower's openraft core waits for that fsync
+    /// before it answers anything anyway, the answer is what the leader waits for (the
+    /// critical path since the leader replicates early), and the two thread switches of
+    /// a blocking-pool task were about a tenth of a write there (1-client p50 1.67-1.76 →
+    /// 1.50-1.60 ms, 8 clients 2 327-2 489 → 2 445-2 849 cycles/s, interleaved). The
+    /// follower's other RPCs wait for the fsync, as they wait for its core; its failure
+    /// detector, which shares the thread, cannot fire meanwhile (the safe direction). A
+    /// move to a new file (several fsyncs and a megabyte of zeros) stays on the pool.
+    pub fn io_off_runtime(mut self) -> LogStore {
         self.off_runtime = true;
-        self.me = Some(me);
         self
     }
 
@@ -239,9 +240,16 @@ impl LogStore {
         entries.first().is_some_and(theirs)
     }
 
-    /// Sends the entries this replica appends as leader to its followers before its own
+    /// Sends the entries replica `me` appends as leader to its followers before its own
     /// fsync (see `raft::followers`).
-    pub fn with_followers(mut self, followers: Arc<Followers>) -> LogStore {
+    ///
+    /// A follower may then hold an entry durably that the leader lost in a crash, so this
+    /// replica must never resume leadership of the term it had before a restart:
+    /// `read_vote` (called by openraft only at start-up) reports this replica's own
+    /// committed vote as not committed, so openraft starts it as a follower, and it leads
+    /// again only after winning a new term (the module doc of `raft::followers`).
+    pub fn with_followers(mut self, me: NodeId, followers: Arc<Followers>) -> LogStore {
+        self.me = Some(me);
         self.followers = Some(followers);
         self
     }
@@ -282,16 +290,31 @@ impl LogStore {
     /// Writes `records` with one append and one fsync, first moving to a new file when
     /// they would not fit in the current one's zeros.
     fn write(&self, records: &[LogRecord]) -> Result<()> {
+        self.write_moving(records, true)
+            .expect("a write that may move always writes")
+    }
+
+    /// [`LogStore::write`] only if `records` fit in the current file's zeros; `None`
+    /// (nothing written) if they would need a move to a new file.
+    fn write_in_place(&self, records: &[LogRecord]) -> Option<Result<()>> {
+        self.write_moving(records, false)
+    }
+
+    fn write_moving(&self, records: &[LogRecord], may_move: bool) -> Option<Result<()>> {
         let encoded: Vec<Vec<u8>> = records.iter().map(encode).collect();
         let mut f = self.file.lock();
         let need = framed_bound(&encoded);
         if f.writer.offset() + need > f.allocated {
-            self.rewrite(&mut f, need)?;
+            if !may_move {
+                return None;
+            }
+            if let Err(e) = self.rewrite(&mut f, need) {
+                return Some(Err(e));
+            }
         }
         let parts: Vec<&[u8]> = encoded.iter().map(Vec::as_slice).collect();
-        f.writer.add_records(&parts)?;
-        f.writer.sync()?;
-        Ok(())
+        let written = f.writer.add_records(&parts).and_then(|_| f.writer.sync());
+        Some(written.map_err(Into::into))
     }
 
     /// Makes `entries` readable and durable (`append` without openraft's callback), on
@@ -306,10 +329,11 @@ impl LogStore {
         }
         let records: Vec<LogRecord> = entries.into_iter().map(LogRecord::Entry).collect();
         if here {
-            self.write(&records)
-        } else {
-            self.write_io(records).await
+            if let Some(done) = self.write_in_place(&records) {
+                return done;
+            }
         }
+        self.write_io(records).await
     }
 
     /// [`LogStore::write`], on the blocking pool when [`LogStore::io_off_runtime`] was
@@ -506,7 +530,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn read_vote(
         &mut self,
     ) -> std::result::Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
-        Ok(self.mem.read().vote)
+        let vote = self.mem.read().vote;
+        Ok(vote.map(|v| match self.me {
+            // Never resume leadership of the same term (see `with_followers`).
+            Some(me) if v.is_committed() && v.leader_id().node_id == me => {
+                tracing::info!(vote = %v, "restarting as a follower of my own last term");
+                Vote::new(v.leader_id().term, me)
+            }
+            _ => v,
+        }))
     }
 
     async fn append<I>(
@@ -599,9 +631,11 @@ mod tests {
             .build()
             .unwrap();
         let caller = std::thread::current().id();
+        let followers = Arc::new(Followers::new(std::time::Duration::from_millis(40)));
         let s = LogStore::open_with(fs, d.path(), 300)
             .unwrap()
-            .io_off_runtime(1);
+            .io_off_runtime()
+            .with_followers(1, followers);
         let fsyncs = |what: &str, f: &dyn Fn() -> Result<()>| {
             threads.lock().clear();
             f().unwrap();
@@ -637,7 +671,7 @@ mod tests {
                 .await
                 .unwrap()
                 .unwrap()
-                .io_off_runtime(1);
+                .io_off_runtime();
             let mut s2 = s.clone();
             s2.save_vote(&vote(2)).await.unwrap();
             for i in 1..=20 {
@@ -667,6 +701,43 @@ mod tests {
 
     fn vote(term: u64) -> Vote<NodeId> {
         Vote::new(term, 2)
+    }
+
+    /// A replica that sends early never resumes leadership of its last term after a
+    /// restart: its own committed vote is read back not committed; anyone else's vote,
+    /// and every vote of a store that does not send early, is read back as written.
+    #[tokio::test]
+    async fn an_own_committed_vote_is_read_back_uncommitted_when_sending_early() {
+        let d = tempfile::tempdir().unwrap();
+        let fs = RealFs::shared();
+        let followers = || Arc::new(Followers::new(std::time::Duration::from_millis(40)));
+        let mut s = LogStore::open(fs.clone(), d.path()).unwrap();
+        s.save_vote(&Vote::new_committed(3, 1)).await.unwrap();
+        drop(s);
+        let read = |me: Option<NodeId>| {
+            let s = LogStore::open(fs.clone(), d.path()).unwrap();
+            let mut s = match me {
+                Some(me) => s.with_followers(me, followers()),
+                None => s,
+            };
+            async move { s.read_vote().await.unwrap() }
+        };
+        assert_eq!(read(Some(1)).await, Some(Vote::new(3, 1)), "its own");
+        assert_eq!(
+            read(Some(2)).await,
+            Some(Vote::new_committed(3, 1)),
+            "another's"
+        );
+        assert_eq!(
+            read(None).await,
+            Some(Vote::new_committed(3, 1)),
+            "not sending early"
+        );
+        assert_eq!(
+            LogStore::open(fs.clone(), d.path()).unwrap().vote(),
+            Some(Vote::new_committed(3, 1)),
+            "the file keeps what was written"
+        );
     }
 
     #[tokio::test]

@@ -138,8 +138,8 @@ impl Replica {
         let raft_cfg = Arc::new(raft_config(cfg.id, cfg.timing, cfg.compaction)?);
         let followers = Arc::new(Followers::new(cfg.timing.heartbeat));
         let log = LogStore::open(fs.clone(), &cfg.data_dir.join("raft"))?
-            .io_off_runtime(cfg.id)
-            .with_followers(followers.clone());
+            .io_off_runtime()
+            .with_followers(cfg.id, followers.clone());
         let flush = log.flush_clock();
         let sm = StateMachineStore::open(fs, &cfg.data_dir, LeaseTable::new(cfg.lease), clock)?
             .io_off_runtime();
