@@ -140,6 +140,21 @@ impl Dev {
         stdout
     }
 
+    /// Runs a CLI command whose stdout is a pipe nobody reads any more (`quarry ls | head
+    /// -0`); returns its exit status and stderr.
+    fn cli_to_closed_pipe(&self, args: &[&str]) -> (std::process::ExitStatus, String) {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = Command::new(quarry())
+            .args(args)
+            .env("QUARRY_LOCK", &self.lock)
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        (out.status, String::from_utf8_lossy(&out.stderr).to_string())
+    }
+
     fn client(&self) -> Client {
         let mut cfg = ClientConfig::from_addr_list(&self.lock).unwrap();
         cfg.operation_timeout = change_bound();
@@ -328,6 +343,17 @@ fn exercise(dev: &Dev, rt: &tokio::runtime::Runtime) {
     // Deletes.
     dev.cli(&["deleterow", "users", "zrow"]);
     assert!(dev.cli(&["lookup", "users", "zrow"]).trim().is_empty());
+
+    // A reader that went away ends a command quietly (it panicked on EPIPE before).
+    for args in [
+        &["read", "users"][..],
+        &["lock", "status"],
+        &["lock", "ls", "/"],
+    ] {
+        let (status, stderr) = dev.cli_to_closed_pipe(args);
+        assert!(status.success(), "quarry {args:?}: {status}\n{stderr}");
+        assert!(!stderr.contains("panicked"), "quarry {args:?}: {stderr}");
+    }
 
     eprintln!(
         "cluster_cli: CLI and library checks took {:?}",

@@ -76,20 +76,20 @@ pub async fn ls(a: MaybeTableArgs) -> anyhow::Result<()> {
     match a.table {
         None => {
             for t in c.list_tables().await? {
-                println!("{}", t.name);
+                outln!("{}", t.name);
             }
         }
         Some(name) => {
             let t = c.get_table(&name).await?;
-            println!("{:<20} GC Policy", "Family Name");
-            println!("{:<20} ---------", "-----------");
+            outln!("{:<20} GC Policy", "Family Name");
+            outln!("{:<20} ---------", "-----------");
             for f in t.families {
                 let gc = if f.gc_policy.is_empty() {
                     "never"
                 } else {
                     &f.gc_policy
                 };
-                println!("{:<20} {gc}", f.name);
+                outln!("{:<20} {gc}", f.name);
             }
         }
     }
@@ -162,9 +162,14 @@ pub async fn delete_table(a: TableArgs) -> anyhow::Result<()> {
 pub async fn tablets(a: MaybeTableArgs) -> anyhow::Result<()> {
     let c = a.conn.client()?;
     let ts = c.list_tablets(a.table.as_deref()).await?;
-    println!(
+    outln!(
         "{:<16} {:>8} {:<16} {:<16} {:<24} {:>6}",
-        "TABLE", "TABLET", "START", "END", "SERVER", "EPOCH"
+        "TABLE",
+        "TABLET",
+        "START",
+        "END",
+        "SERVER",
+        "EPOCH"
     );
     for t in ts {
         let server = if t.server_addr.is_empty() {
@@ -182,9 +187,14 @@ pub async fn tablets(a: MaybeTableArgs) -> anyhow::Result<()> {
         } else {
             show(&t.start)
         };
-        println!(
+        outln!(
             "{:<16} {:>8} {:<16} {:<16} {:<24} {:>6}",
-            t.table, t.tablet_id, start, end, server, t.epoch
+            t.table,
+            t.tablet_id,
+            start,
+            end,
+            server,
+            t.epoch
         );
     }
     Ok(())
@@ -193,9 +203,9 @@ pub async fn tablets(a: MaybeTableArgs) -> anyhow::Result<()> {
 /// `servers`
 pub async fn servers(a: NoArgs) -> anyhow::Result<()> {
     let c = a.conn.client()?;
-    println!("{:<32} {:<24} {:>8}", "SERVER", "ADDRESS", "TABLETS");
+    outln!("{:<32} {:<24} {:>8}", "SERVER", "ADDRESS", "TABLETS");
     for s in c.list_servers().await? {
-        println!("{:<32} {:<24} {:>8}", s.id, s.addr, s.tablets);
+        outln!("{:<32} {:<24} {:>8}", s.id, s.addr, s.tablets);
     }
     Ok(())
 }
@@ -208,7 +218,7 @@ pub async fn split(a: RowArgs) -> anyhow::Result<()> {
     let c = a.conn.client()?;
     eprintln!("splitting the tablet of {} holding {}...", a.table, a.row);
     let (l, r) = c.split_tablet(&a.table, a.row.as_bytes()).await?;
-    println!(
+    outln!(
         "split into tablet {} [{}, {}) and tablet {} [{}, {})",
         l.tablet_id,
         show(&l.start),
@@ -234,7 +244,7 @@ pub async fn compact(a: TableArgs) -> anyhow::Result<()> {
         a.table
     );
     let n = c.compact_table(&a.table, major).await?;
-    println!("{n} tablet(s) compacted ({kind})");
+    outln!("{n} tablet(s) compacted ({kind})");
     Ok(())
 }
 
@@ -242,15 +252,17 @@ pub async fn compact(a: TableArgs) -> anyhow::Result<()> {
 pub async fn status(a: NoArgs) -> anyhow::Result<()> {
     let c = a.conn.client()?;
     let s = c.status().await?;
-    println!(
+    outln!(
         "master      {} at {} (lock generation {})",
-        s.master_id, s.master_addr, s.lock_generation
+        s.master_id,
+        s.master_addr,
+        s.lock_generation
     );
-    println!("tables      {}", s.tables);
-    println!("tablets     {} ({} unassigned)", s.tablets, s.unassigned);
-    println!("servers     {}", s.servers.len());
+    outln!("tables      {}", s.tables);
+    outln!("tablets     {} ({} unassigned)", s.tablets, s.unassigned);
+    outln!("servers     {}", s.servers.len());
     for srv in s.servers {
-        println!("  {:<30} {:<22} {} tablets", srv.id, srv.addr, srv.tablets);
+        outln!("  {:<30} {:<22} {} tablets", srv.id, srv.addr, srv.tablets);
     }
     Ok(())
 }

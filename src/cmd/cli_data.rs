@@ -173,7 +173,7 @@ pub async fn count(a: TableArgs) -> anyhow::Result<()> {
     if progress && n > 0 {
         eprint!("\r                                        \r");
     }
-    println!("{n}");
+    outln!("{n}");
     Ok(())
 }
 

@@ -181,12 +181,12 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 
 /// Prints a row in cbt's layout.
 pub fn print_row(row: &Row) {
-    println!("----------------------------------------");
-    println!("{}", show(&row.key));
+    outln!("----------------------------------------");
+    outln!("{}", show(&row.key));
     for c in &row.cells {
         let col = format!("{}:{}", c.family, show(&c.qualifier));
-        println!("  {col:<40} @ {}", format_micros(c.timestamp));
-        println!("    {}", quote(&c.value));
+        outln!("  {col:<40} @ {}", format_micros(c.timestamp));
+        outln!("    {}", quote(&c.value));
     }
 }
 

@@ -307,16 +307,21 @@ async fn run_lock(c: Client, cmd: LockCommand) -> anyhow::Result<()> {
                     .ephemeral_owner
                     .map(|s| format!(" ephemeral:{s}"))
                     .unwrap_or_default();
-                println!(
+                outln!(
                     "{kind} {:>8} gen:{} lock:{}{eph} {}",
-                    m.len, m.content_generation, m.lock_generation, m.path
+                    m.len,
+                    m.content_generation,
+                    m.lock_generation,
+                    m.path
                 );
             }
         }
         LockCommand::Cat { path } => {
             let (content, _) = c.read(&path).await?;
             use std::io::Write;
-            std::io::stdout().write_all(&content)?;
+            if let Err(e) = std::io::stdout().write_all(&content) {
+                super::stdout_failed(e);
+            }
         }
         LockCommand::Put { path, content, dir } => {
             if dir {
@@ -358,15 +363,18 @@ async fn run_lock(c: Client, cmd: LockCommand) -> anyhow::Result<()> {
         }
         LockCommand::Sessions => {
             for s in c.sessions().await? {
-                println!(
+                outln!(
                     "session {} client={:?} locks={:?} ephemerals={:?}",
-                    s.session, s.client, s.locks, s.ephemerals
+                    s.session,
+                    s.client,
+                    s.locks,
+                    s.ephemerals
                 );
             }
         }
         LockCommand::Status => {
             let st = c.status().await?;
-            println!(
+            outln!(
                 "replica {} {} term {} leader {} ({}) last_log {} applied {} sessions {}",
                 st.id,
                 st.state,
@@ -380,12 +388,12 @@ async fn run_lock(c: Client, cmd: LockCommand) -> anyhow::Result<()> {
             let mut members: Vec<_> = st.members.into_iter().collect();
             members.sort();
             for (id, addr) in members {
-                println!("member {id} {addr}");
+                outln!("member {id} {addr}");
             }
         }
         LockCommand::CheckSequencer { sequencer } => {
             c.check_sequencer(&parse_seq(&sequencer)?).await?;
-            println!("current");
+            outln!("current");
         }
         LockCommand::Bench { .. } => unreachable!("lock() runs the benchmark itself"),
     }
@@ -410,7 +418,7 @@ async fn hold_lock(
     let seq = s
         .acquire(path, mode, Duration::from_millis(wait_ms))
         .await?;
-    println!("session {} holds {}", s.id(), fmt_seq(&seq));
+    outln!("session {} holds {}", s.id(), fmt_seq(&seq));
     let hold = async {
         match hold_ms {
             Some(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,

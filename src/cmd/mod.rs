@@ -2,6 +2,17 @@
 
 use clap::Subcommand;
 
+/// `println!` for a command's output. A reader that went away (`quarry lock ls | head -1`)
+/// ends the command quietly, as it ends `ls | head`, where `println!` would panic. The
+/// binary keeps Rust's ignored SIGPIPE rather than the default that kills the process:
+/// the same process talks gRPC, and a write to a reset connection must come back as an
+/// error it can report.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::cmd::out_line(format_args!($($arg)*))
+    };
+}
+
 pub mod bench_compaction;
 pub mod bench_engine;
 pub mod bench_figure6;
@@ -22,6 +33,25 @@ pub mod dev;
 pub mod lock;
 pub mod master;
 pub mod tablet_server;
+
+/// Writes one line of a command's output (see [`outln`]).
+pub fn out_line(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(line).and_then(|()| out.write_all(b"\n")) {
+        stdout_failed(e);
+    }
+}
+
+/// Ends the process after a failed write to stdout: quietly when the reader went away,
+/// with the error otherwise.
+pub fn stdout_failed(e: std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("quarry: writing the output: {e}");
+    std::process::exit(1);
+}
 
 /// Every subcommand.
 #[derive(Subcommand, Debug)]
