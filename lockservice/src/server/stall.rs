@@ -59,7 +59,10 @@ pub(crate) async fn stall_heartbeats(
     let check = (heartbeat / 4).max(Duration::from_millis(1));
     let mut sent: Option<tokio::time::Instant> = None;
     loop {
-        tokio::time::sleep(check).await;
+        // A replica that does not lead looks once per heartbeat interval (its appends are
+        // a follower's: no beats to send); a leader every quarter interval.
+        let leading = inner.leading.lock().is_some();
+        tokio::time::sleep(if leading { check } else { heartbeat }).await;
         if *shutdown.borrow() {
             return;
         }
