@@ -202,7 +202,10 @@
 //!   up to its last applied entry: its ReadIndex could miss entries committed before the
 //!   restart (the snapshot test caught a stale read this way). The read barrier therefore
 //!   also waits until the leader's whole log, as of the round's start, is applied. The
-//!   commit index is not persisted (`save_committed` is not implemented).
+//!   commit index is not persisted (`save_committed` is not implemented). Since early
+//!   replication, a replica never resumes its old term at all (its log store reads its own
+//!   committed vote back uncommitted; why in [`raft::followers`]); the barrier keeps its
+//!   wait as a second guard.
 //! - Non-idempotent client requests (create, write, delete, release, close) are retried
 //!   only after failures that prove they were not sent; an ambiguous failure is returned
 //!   to the caller, who must re-read.
