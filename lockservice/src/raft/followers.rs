@@ -263,7 +263,7 @@ impl Followers {
         let Some(last) = rpc.entries.last().map(|e| e.log_id) else {
             return false;
         };
-        let answer = {
+        let mut answer = {
             let peers = self.peers.lock();
             let Some(p) = peers.get(&target) else {
                 return false;
@@ -277,7 +277,6 @@ impl Followers {
                 None => return false,
             }
         };
-        let mut answer = answer;
         let accepted = match answer.wait_for(Option::is_some).await {
             Ok(v) => *v == Some(true),
             Err(_) => false, // the sending task was dropped (the runtime shuts down)

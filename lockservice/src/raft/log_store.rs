@@ -27,8 +27,8 @@
 //! grows with every append also needs a journal commit for its new length, which made each
 //! fsync about twice as slow on this project's machines (86 vs 55 µs, 165 vs 80 µs measured
 //! with a 200-byte append loop), and every Raft write waits for the leader's fsync and a
-//! follower's (overlapped: `raft::followers`). etcd's WAL preallocates its segments the same way. When
-//! the next records would not fit in the zeros, the store moves to `log-(N+1)` as above,
+//! follower's (overlapped: `raft::followers`). etcd's WAL preallocates its segments the
+//! same way. When the next records would not fit in the zeros, the store moves to `log-(N+1)` as above,
 //! with room for them and another 1 MiB.
 //!
 //! The record log reads zeros where a record should start as the clean end
@@ -236,8 +236,10 @@ impl LogStore {
     /// Whether `entries` are a follower's to append (made by a leader other than this
     /// replica, when its id is known).
     fn follows(&self, entries: &[Entry]) -> bool {
-        let theirs = |e: &Entry| self.me.is_some_and(|me| e.log_id.leader_id.node_id != me);
-        entries.first().is_some_and(theirs)
+        match (self.me, entries.first()) {
+            (Some(me), Some(e)) => e.log_id.leader_id.node_id != me,
+            _ => false,
+        }
     }
 
     /// Sends the entries replica `me` appends as leader to its followers before its own
@@ -290,31 +292,26 @@ impl LogStore {
     /// Writes `records` with one append and one fsync, first moving to a new file when
     /// they would not fit in the current one's zeros.
     fn write(&self, records: &[LogRecord]) -> Result<()> {
-        self.write_moving(records, true)
-            .expect("a write that may move always writes")
+        self.write_moving(records, true).map(|_| ())
     }
 
-    /// [`LogStore::write`] only if `records` fit in the current file's zeros; `None`
-    /// (nothing written) if they would need a move to a new file.
-    fn write_in_place(&self, records: &[LogRecord]) -> Option<Result<()>> {
-        self.write_moving(records, false)
-    }
-
-    fn write_moving(&self, records: &[LogRecord], may_move: bool) -> Option<Result<()>> {
+    /// Writes `records` as [`LogStore::write`] does, unless they would need a move to a
+    /// new file and `may_move` is false: then nothing is written and the answer is
+    /// `false`.
+    fn write_moving(&self, records: &[LogRecord], may_move: bool) -> Result<bool> {
         let encoded: Vec<Vec<u8>> = records.iter().map(encode).collect();
         let mut f = self.file.lock();
         let need = framed_bound(&encoded);
         if f.writer.offset() + need > f.allocated {
             if !may_move {
-                return None;
+                return Ok(false);
             }
-            if let Err(e) = self.rewrite(&mut f, need) {
-                return Some(Err(e));
-            }
+            self.rewrite(&mut f, need)?;
         }
         let parts: Vec<&[u8]> = encoded.iter().map(Vec::as_slice).collect();
-        let written = f.writer.add_records(&parts).and_then(|_| f.writer.sync());
-        Some(written.map_err(Into::into))
+        f.writer.add_records(&parts)?;
+        f.writer.sync()?;
+        Ok(true)
     }
 
     /// Makes `entries` readable and durable (`append` without openraft's callback), on
@@ -328,10 +325,8 @@ impl LogStore {
             }
         }
         let records: Vec<LogRecord> = entries.into_iter().map(LogRecord::Entry).collect();
-        if here {
-            if let Some(done) = self.write_in_place(&records) {
-                return done;
-            }
+        if here && self.write_moving(&records, false)? {
+            return Ok(());
         }
         self.write_io(records).await
     }
@@ -551,7 +546,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: Send,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
-        if let (Some(followers), Some(first)) = (&self.followers, entries.first()) {
+        let ours = !self.follows(&entries);
+        if let (Some(followers), Some(first), true) = (&self.followers, entries.first(), ours) {
             if let Some(prev) = self.log_id_before(first.log_id.index) {
                 followers.send_early(prev, &entries);
             }

@@ -61,8 +61,8 @@ pub(crate) async fn stall_heartbeats(
     loop {
         // A replica that does not lead looks once per heartbeat interval (its appends are
         // a follower's: no beats to send); a leader every quarter interval.
-        let leading = inner.leading.lock().is_some();
-        tokio::time::sleep(if leading { check } else { heartbeat }).await;
+        let leads = inner.leading.lock().is_some();
+        tokio::time::sleep(if leads { check } else { heartbeat }).await;
         if *shutdown.borrow() {
             return;
         }
